@@ -1,0 +1,3 @@
+from jobman.cli import main
+
+main()

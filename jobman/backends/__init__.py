@@ -1,0 +1,1 @@
+"""Backends: one SageMaker-shaped async interface (base.py), two clouds behind it."""

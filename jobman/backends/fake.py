@@ -1,0 +1,187 @@
+"""An in-memory SageMaker for tests: the same protocol as the real backends, scripted transitions.
+
+Training jobs are InProgress for `training_polls` observations, then Completed (or whatever
+`training_outcome` says); endpoints are Creating for `endpoint_polls` observations, then InService.
+Tests reach into `resources` to change state behind the controller's back, and read `calls`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobman.errors import BackendError, InvokeError, ResourceInUse, ResourceNotFound
+from jobman.kinds import KIND_API, Kind
+
+ACCOUNT = "111122223333"
+
+
+@dataclass
+class FakeResource:
+    kind: Kind
+    name: str
+    request: dict[str, Any]
+    arn: str
+    created: datetime
+    status: str | None
+    polls: int = 0
+    failure_reason: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class FakeBackend:
+    def __init__(
+        self, *, name: str = "fake", region: str = "us-east-1", training_polls: int = 2, endpoint_polls: int = 2,
+        training_outcome: str = "Completed", now: Any = None,
+    ) -> None:
+        self.name, self.region = name, region
+        self.training_polls, self.endpoint_polls = training_polls, endpoint_polls
+        self.training_outcome = training_outcome
+        self.resources: dict[tuple[Kind, str], FakeResource] = {}
+        self.objects: dict[str, bytes] = {}
+        self.calls: Counter[str] = Counter()
+        self.history: list[str] = []  # operations in the order they were called
+        self.fail_next: dict[str, BackendError] = {}  # operation -> error raised once
+        self.predict = lambda row: sum(float(v) for v in row.split(b","))
+        self._now = now or (lambda: datetime.now(UTC))
+
+    def _count(self, operation: str) -> None:
+        self.calls[operation] += 1
+        self.history.append(operation)
+        error = self.fail_next.pop(operation, None)
+        if error is not None:
+            raise error
+
+    def _get(self, kind: Kind, name: str) -> FakeResource:
+        resource = self.resources.get((kind, name))
+        if resource is None:
+            raise ResourceNotFound(f"{kind.value} {name}: Could not find {kind.value} \"{name}\".")
+        return resource
+
+    def _advance(self, r: FakeResource) -> None:
+        """One observation moves a pending resource one step along its script."""
+        r.polls += 1
+        if r.kind is Kind.TRAINING_JOB and r.status == "InProgress" and r.polls > self.training_polls:
+            r.status = self.training_outcome
+            if r.status == "Failed":
+                r.failure_reason = "AlgorithmError: scripted failure"
+        elif r.kind is Kind.TRAINING_JOB and r.status == "Stopping":
+            r.status = "Stopped"
+        elif r.kind is Kind.ENDPOINT and r.status == "Creating" and r.polls > self.endpoint_polls:
+            r.status = "InService"
+        elif r.kind is Kind.ENDPOINT and r.status == "Deleting":
+            del self.resources[(r.kind, r.name)]
+
+    def _summary(self, r: FakeResource) -> dict[str, Any]:
+        api = KIND_API[r.kind]
+        summary = {api.name_key: r.name, api.arn_key: r.arn, "CreationTime": r.created}
+        if api.status_key:
+            summary[api.status_key] = r.status
+        return summary
+
+    async def account_id(self) -> str:
+        self._count("get_caller_identity")
+        return ACCOUNT
+
+    async def ensure_bucket(self, bucket: str) -> None:
+        self._count("ensure_bucket")
+
+    async def put_object(self, bucket: str, key: str, body: bytes) -> None:
+        self._count("put_object")
+        self.objects[f"s3://{bucket}/{key}"] = body
+
+    async def upload_file(self, path: str, bucket: str, key: str) -> None:
+        self._count("upload_file")
+        self.objects[f"s3://{bucket}/{key}"] = Path(path).read_bytes()  # noqa: ASYNC240 - test files are tiny
+
+    async def create(self, kind: Kind, request: dict[str, Any]) -> dict[str, Any]:
+        api = KIND_API[kind]
+        self._count(api.create)
+        name = request[api.name_key]
+        if (kind, name) in self.resources:
+            raise ResourceInUse(f"{kind.value} {name}: Cannot create already existing {kind.value}")
+        arn = f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind.value.replace('_', '-')}/{name.lower()}"
+        status = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating"}.get(kind)
+        tags = {t["Key"]: t["Value"] for t in request.get("Tags", [])}
+        self.resources[(kind, name)] = FakeResource(kind, name, request, arn, self._now(), status, tags=tags)
+        return {api.arn_key: arn}
+
+    async def describe(self, kind: Kind, name: str) -> dict[str, Any]:
+        api = KIND_API[kind]
+        self._count(api.describe)
+        r = self._get(kind, name)
+        self._advance(r)
+        if (kind, name) not in self.resources:
+            raise ResourceNotFound(f"{kind.value} {name}: Could not find it")
+        out = {**r.request, **self._summary(r)}
+        if r.failure_reason:
+            out["FailureReason"] = r.failure_reason
+        if kind is Kind.TRAINING_JOB and r.status == "Completed":
+            output = r.request["OutputDataConfig"]["S3OutputPath"]
+            out["ModelArtifacts"] = {"S3ModelArtifacts": f"{output}/{name}/output/model.tar.gz"}
+        return out
+
+    async def list_summaries(
+        self, kind: Kind, *, name_contains: str | None = None, created_after: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        found = []
+        for r in list(self.resources.values()):
+            if r.kind is not kind:
+                continue
+            if name_contains and name_contains not in r.name:
+                continue
+            if created_after and r.created <= created_after:
+                continue
+            found.append(r)
+        for _ in range(max(1, -(-len(found) // 100))):  # one call a page of 100, as SageMaker pages
+            self._count(KIND_API[kind].list)
+        summaries = []
+        for r in found:
+            self._advance(r)
+            if (r.kind, r.name) in self.resources:
+                summaries.append(self._summary(r))
+        return summaries
+
+    async def delete(self, kind: Kind, name: str) -> None:
+        api = KIND_API[kind]
+        assert api.delete is not None
+        self._count(api.delete)
+        r = self._get(kind, name)
+        if kind is Kind.ENDPOINT:
+            r.status = "Deleting"
+        else:
+            del self.resources[(kind, name)]
+
+    async def stop_training_job(self, name: str) -> None:
+        self._count("stop_training_job")
+        r = self._get(Kind.TRAINING_JOB, name)
+        if r.status == "InProgress":
+            r.status = "Stopping"
+
+    async def list_tags(self, arn: str) -> dict[str, str]:
+        self._count("list_tags")
+        for r in self.resources.values():
+            if r.arn == arn:
+                return dict(r.tags)
+        raise ResourceNotFound(arn)
+
+    async def training_log(self, job_name: str, cursor: str | None) -> tuple[list[str], str | None]:
+        self._count("get_log_events")
+        r = self.resources.get((Kind.TRAINING_JOB, job_name))
+        seen = int(cursor or 0)
+        lines = [f"[{i}]#011train-rmse:{10 - i}" for i in range(r.polls if r else 0)]
+        return lines[seen:], str(len(lines))
+
+    async def invoke_endpoint(self, endpoint_name: str, body: bytes, content_type: str = "text/csv") -> bytes:
+        self._count("invoke_endpoint")
+        r = self.resources.get((Kind.ENDPOINT, endpoint_name))
+        if r is None or r.status != "InService":
+            raise InvokeError(f"ValidationError: endpoint {endpoint_name} is not InService", code="ValidationError")
+        rows = [line for line in body.split(b"\n") if line.strip()]
+        return b"\n".join(repr(self.predict(row)).encode() for row in rows) + b"\n"
+
+    async def aclose(self) -> None:
+        pass

@@ -1,0 +1,69 @@
+"""One exception tree. Each class carries the exit code the CLI uses and whether a retry may help."""
+
+from __future__ import annotations
+
+
+class JobmanError(Exception):
+    """Base of every domain error; the CLI prints it as one line `Error: ...`."""
+
+    exit_code = 1
+    retryable = False
+
+
+class ConfigError(JobmanError):
+    """Bad user input: experiment file, CLI value, data file. Nothing has been changed."""
+
+    exit_code = 2
+
+
+class LedgerError(JobmanError):
+    """The ledger cannot be used as it is (for example an out-of-date schema)."""
+
+    exit_code = 3
+
+
+class BackendError(JobmanError):
+    """A backend call failed. `code` is the AWS error code when there is one."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, code: str = "", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class ResourceNotFound(BackendError):
+    """The named resource does not exist on the backend."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="ResourceNotFound")
+
+
+class ResourceInUse(BackendError):
+    """A create met an existing resource of the same name."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="ResourceInUse")
+
+
+class InvokeError(BackendError):
+    """An endpoint invocation failed; `retryable` says whether sending again may succeed."""
+
+
+class WaitTimeout(JobmanError):
+    """A wait passed its deadline; the deadline's action has been recorded in the ledger."""
+
+    exit_code = 5
+
+
+class RunFailed(JobmanError):
+    """A resource of the run reached a failed state."""
+
+    exit_code = 6
+
+
+class NotImplementedFeature(JobmanError):
+    """A documented feature that this build does not provide."""
+
+    exit_code = 2

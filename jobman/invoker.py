@@ -1,0 +1,255 @@
+"""Send a CSV to an endpoint in parallel text/csv chunks; write one prediction per row, in order.
+
+Flow: `iter_chunks` cuts the input at its own line ends; up to `concurrency` chunk tasks run at
+once, each retrying retryable `InvokeError`s with full-jitter backoff; finished chunks wait in a
+reorder buffer until every earlier chunk is written. No chunk is cut while the oldest unwritten
+chunk is `WINDOW_FACTOR * concurrency` chunks behind, so memory stays O(concurrency x chunk size)
+even when one chunk is slow. Every response must hold exactly one prediction per row of its chunk.
+
+The input is read in the event loop's thread, in 1 MiB blocks: a block read and a chunk cut take
+about a millisecond, less than handing each to a thread would cost for small chunks.
+
+If invoke_stream raises, `dst` may hold the predictions of a prefix of the rows: write to a
+temporary file and rename it on success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from jobman.chunking import Chunk, iter_chunks
+from jobman.errors import ConfigError, InvokeError
+
+InvokeFn = Callable[[bytes], Awaitable[bytes]]
+
+MAX_INVOKE_BODY_BYTES = 6_291_456  # InvokeEndpoint's limit on the request body
+WINDOW_FACTOR = 2  # chunks cut but not yet written, per unit of concurrency
+
+
+@dataclass(frozen=True)
+class InvokeOptions:
+    max_payload_bytes: int = 5_000_000
+    max_rows_per_chunk: int | None = None
+    concurrency: int = 8
+    header: bool = False
+    max_attempts: int = 8  # per chunk, the first attempt included
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_payload_bytes <= MAX_INVOKE_BODY_BYTES:
+            raise ConfigError(
+                f"max_payload_bytes must be between 1 and {MAX_INVOKE_BODY_BYTES} "
+                f"(InvokeEndpoint's limit), not {self.max_payload_bytes}"
+            )
+        for name in ("concurrency", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.max_rows_per_chunk is not None and self.max_rows_per_chunk < 1:
+            raise ConfigError(f"max_rows_per_chunk must be at least 1, not {self.max_rows_per_chunk}")
+        if self.backoff_base_s < 0 or self.backoff_cap_s < 0:
+            raise ConfigError("backoff_base_s and backoff_cap_s must not be negative")
+
+
+@dataclass(frozen=True)
+class InvokeSummary:
+    rows: int
+    chunks: int
+    retries: int
+    bytes_sent: int  # request bodies over all attempts, retries included
+    elapsed_s: float
+    latency_p50_s: float  # per chunk: the successful attempt's request time
+    latency_p95_s: float
+    latency_max_s: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+_SEPARATORS = re.compile(rb"\s*[,\n][\s,]*")
+
+
+def split_prediction_body(body: bytes) -> list[bytes]:
+    """Predictions separated by commas and/or line ends; whitespace around them is dropped.
+
+    A run of separators counts as one, so b"1,\\n2,\\n" is two predictions; an empty
+    prediction therefore shows up as a count mismatch, never as a shifted row.
+    """
+    body = body.strip(b" \t\r\n\f\v,")
+    return _SEPARATORS.split(body) if body else []
+
+
+@dataclass
+class _ChunkResult:
+    chunk: Chunk
+    predictions: list[bytes]
+    latency_s: float
+    retries: int
+    bytes_sent: int
+
+
+@dataclass
+class _Totals:
+    rows: int = 0
+    chunks: int = 0
+    retries: int = 0
+    bytes_sent: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+    def add(self, result: _ChunkResult) -> None:
+        self.rows += result.chunk.rows
+        self.chunks += 1
+        self.retries += result.retries
+        self.bytes_sent += result.bytes_sent
+        self.latencies_s.append(result.latency_s)
+
+
+async def invoke_stream(
+    invoke: InvokeFn,
+    src: BinaryIO,
+    dst: BinaryIO,
+    options: InvokeOptions,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rng: Callable[[], float] = random.random,
+) -> InvokeSummary:
+    """Predict every data row of `src` into `dst`, one line each, in input order.
+
+    Raises InvokeError naming the rows of the first chunk that failed for good (non-retryable,
+    out of attempts, or a prediction count mismatch), ConfigError for unsendable input; other
+    exceptions propagate unchanged. In-flight requests are cancelled before anything is raised.
+    """
+    started = clock()
+    chunks = iter_chunks(src, options.max_payload_bytes, options.max_rows_per_chunk, header=options.header)
+    window = WINDOW_FACTOR * options.concurrency
+    running: set[asyncio.Task[_ChunkResult]] = set()
+    finished: asyncio.Queue[asyncio.Task[_ChunkResult]] = asyncio.Queue()
+    ready: dict[int, list[bytes]] = {}  # the reorder buffer: chunk index -> predictions
+    totals = _Totals()
+    cut = written = 0  # chunks cut from src / chunks written to dst
+    exhausted = False
+
+    def send(chunk: Chunk) -> asyncio.Task[_ChunkResult]:
+        task = asyncio.create_task(
+            _send_chunk(invoke, chunk, options, sleep, clock, rng), name=f"invoke {chunk.label}"
+        )
+        task.add_done_callback(finished.put_nowait)
+        return task
+
+    try:
+        while True:
+            # Start chunks while a request slot is free and the window allows.
+            while not exhausted and len(running) < options.concurrency and cut - written < window:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                else:
+                    running.add(send(chunk))
+                    cut += 1
+            if not running:
+                break
+            task = await finished.get()
+            running.discard(task)
+            result = task.result()  # a failed chunk raises here; `finally` cancels the rest
+            totals.add(result)
+            ready[result.chunk.index] = result.predictions
+            if on_progress is not None:
+                on_progress(result.chunk.rows)
+            while written in ready:
+                _write_predictions(dst, ready.pop(written))
+                written += 1
+    finally:
+        await _cancel_all(running)
+    return _summary(totals, clock() - started)
+
+
+async def _send_chunk(
+    invoke: InvokeFn,
+    chunk: Chunk,
+    options: InvokeOptions,
+    sleep: Callable[[float], Awaitable[None]],
+    clock: Callable[[], float],
+    rng: Callable[[], float],
+) -> _ChunkResult:
+    """One chunk, retried on retryable errors; its predictions checked against its row count."""
+    bytes_sent = 0
+    for attempt in range(options.max_attempts):
+        bytes_sent += len(chunk.body)
+        t0 = clock()
+        try:
+            response = await invoke(chunk.body)
+        except InvokeError as e:
+            if not e.retryable:
+                raise _named(chunk, e, "") from e
+            if attempt + 1 == options.max_attempts:
+                raise _named(chunk, e, f" (gave up after {options.max_attempts} attempts)") from e
+            await sleep(_backoff_s(attempt, options, rng))
+            continue
+        latency_s = clock() - t0
+        predictions = split_prediction_body(response)
+        if len(predictions) != chunk.rows:
+            raise InvokeError(
+                f"{chunk.label}: the endpoint returned {len(predictions)} predictions for {chunk.rows} rows",
+                code="PredictionCountMismatch",
+            )
+        return _ChunkResult(chunk, predictions, latency_s, attempt, bytes_sent)
+    raise AssertionError("unreachable: max_attempts >= 1")
+
+
+def _backoff_s(attempt: int, options: InvokeOptions, rng: Callable[[], float]) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)); spreads a throttled burst out."""
+    return rng() * min(options.backoff_cap_s, options.backoff_base_s * 2 ** min(attempt, 64))
+
+
+def _named(chunk: Chunk, error: InvokeError, suffix: str) -> InvokeError:
+    """The same error, its message prefixed with the chunk's rows and its code."""
+    message = str(error)
+    if error.code and not message.startswith(error.code):
+        message = f"{error.code}: {message}"
+    return InvokeError(f"{chunk.label}: {message}{suffix}", code=error.code, retryable=error.retryable)
+
+
+def _write_predictions(dst: BinaryIO, predictions: list[bytes]) -> None:
+    if predictions:
+        dst.write(b"\n".join(predictions) + b"\n")
+
+
+async def _cancel_all(tasks: set[asyncio.Task[_ChunkResult]]) -> None:
+    """Cancel and await every task, so none outlives the call and no exception goes unretrieved."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _summary(totals: _Totals, elapsed_s: float) -> InvokeSummary:
+    latencies = sorted(totals.latencies_s)
+    return InvokeSummary(
+        rows=totals.rows,
+        chunks=totals.chunks,
+        retries=totals.retries,
+        bytes_sent=totals.bytes_sent,
+        elapsed_s=elapsed_s,
+        latency_p50_s=_percentile(latencies, 0.50),
+        latency_p95_s=_percentile(latencies, 0.95),
+        latency_max_s=latencies[-1] if latencies else 0.0,
+    )
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); 0.0 when there is nothing."""
+    if not ordered:
+        return 0.0
+    k = (len(ordered) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)

@@ -1,0 +1,285 @@
+"""Observe actual state in bulk, compare with the ledger's desired state, act, record.
+
+The reconciler is the only caller of control-plane mutations (create, delete, stop). One pass:
+1. observe: one paginated List per kind (filtered by name prefix and creation time) for all tracked
+   resources, then Describe only what changed or still lacks detail (failure reason, artifacts);
+2. act: create what is desired and missing, tear down what is unwanted (endpoints, then configs,
+   then models), stop a training job past its deadline, delete an endpoint stuck past its deadline;
+3. record: every observed change of status becomes an event in the ledger.
+One resource's error is collected, never allowed to stop the pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobman.backends.base import Backend
+from jobman.clock import Clock
+from jobman.errors import BackendError, ResourceInUse, ResourceNotFound
+from jobman.kinds import KIND_API, TEARDOWN_ORDER, Kind
+from jobman.ledger.store import Ledger, Observation, Resource
+from jobman.states import ABSENT, BILLED_STATUSES, PENDING, PRESENT, Desired, Meaning, is_settled, meaning
+
+CREATION_SKEW = timedelta(minutes=10)  # ledger time is taken before Create; allow for clock skew
+TAG_CONFIG = "jobman:config"
+CREATED_STATUS = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating"}
+
+
+@dataclass
+class PassResult:
+    resources: dict[int, Resource] = field(default_factory=dict)  # state after the pass, by id
+    actions: list[str] = field(default_factory=list)
+    errors: list[tuple[Resource, BackendError]] = field(default_factory=list)
+
+    def get(self, resource: Resource) -> Resource:
+        return self.resources.get(resource.id, resource)
+
+
+def _needs_observation(r: Resource) -> bool:
+    if r.status == ABSENT and r.desired is Desired.ABSENT:
+        return False
+    # A finished training job never changes again once its details are recorded.
+    finished = r.kind is Kind.TRAINING_JOB and r.status in ("Completed", "Failed", "Stopped")
+    return not (finished and r.details and "described" in r.details)
+
+
+def _common_prefix(names: Iterable[str]) -> str:
+    return os.path.commonprefix(list(names))
+
+
+class Reconciler:
+    def __init__(self, ledger: Ledger, backend: Backend, clock: Clock, *, concurrency: int = 16) -> None:
+        self.ledger, self.backend, self.clock = ledger, backend, clock
+        self._limit = asyncio.Semaphore(concurrency)
+
+    async def reconcile(self, resources: list[Resource], *, create: bool = False) -> PassResult:
+        """One pass over `resources`. With `create`, missing desired resources are (re)created."""
+        result = PassResult()
+        tracked = [r for r in resources if _needs_observation(r)]
+        observed = await self._observe(tracked, result)
+        current = {r.id: r for r in resources}
+        for r in tracked:
+            if r.id in observed:
+                current[r.id] = await self._record(r, observed[r.id])
+        result.resources.update(current)
+        unseen = {r.id for r, _ in result.errors}  # not observed this pass: acting would be blind
+        tracked = [r for r in tracked if r.id not in unseen]
+        await self._act_present([current[r.id] for r in tracked], result, create=create)
+        await self._act_absent_in_order([result.get(r) for r in tracked], result)
+        return result
+
+    # observe
+
+    async def _observe(self, tracked: list[Resource], result: PassResult) -> dict[int, Observation]:
+        by_kind: dict[Kind, list[Resource]] = {}
+        for r in tracked:
+            by_kind.setdefault(r.kind, []).append(r)
+        found: dict[int, Observation] = {}
+
+        async def observe_kind(kind: Kind, group: list[Resource]) -> None:
+            try:
+                summaries = await self.backend.list_summaries(
+                    kind,
+                    name_contains=_common_prefix(r.name for r in group) or None,
+                    created_after=min(r.created_at for r in group) - CREATION_SKEW,
+                )
+            except BackendError as exc:
+                result.errors.extend((r, exc) for r in group)
+                return
+            api = KIND_API[kind]
+            listed = {s[api.name_key]: s for s in summaries}
+            await self._gather(group, lambda r, res: self._observe_one(r, listed, found), result)
+
+        await asyncio.gather(*(observe_kind(k, g) for k, g in by_kind.items()))
+        return found
+
+    async def _observe_one(self, r: Resource, listed: dict[str, dict[str, Any]], found: dict[int, Observation]) -> None:
+        api = KIND_API[r.kind]
+        summary = listed.get(r.name)
+        if summary is None:
+            if r.status in (PENDING, ABSENT):
+                found[r.id] = Observation(status=r.status)
+                return
+            # List can lag behind a Create; only a Describe saying "not found" means gone.
+            try:
+                summary = await self.backend.describe(r.kind, r.name)
+            except ResourceNotFound:
+                message = None if r.desired is Desired.ABSENT else "not found on the backend: deleted outside jobman"
+                found[r.id] = Observation(status=ABSENT, message=message)
+                return
+        if r.status == PENDING:
+            # Intent recorded, then a crash or a lost reply: the name exists. Adopt it only if it is ours.
+            await self._check_owner(r, summary.get(api.arn_key))
+        status = str(summary[api.status_key]) if api.status_key else PRESENT
+        observation = Observation(status=status, arn=summary.get(api.arn_key))
+        if self._wants_detail(r, status):
+            observation = await self._describe(r, status)
+        found[r.id] = observation
+
+    @staticmethod
+    def _wants_detail(r: Resource, status: str) -> bool:
+        if status != r.status:
+            return True
+        if r.kind is Kind.TRAINING_JOB and status in ("Completed", "Failed", "Stopped"):
+            return not (r.details and "described" in r.details)
+        return status in ("Failed", "UpdateRollbackFailed") and not r.failure_reason
+
+    async def _describe(self, r: Resource, listed_status: str) -> Observation:
+        api = KIND_API[r.kind]
+        try:
+            d = await self.backend.describe(r.kind, r.name)
+        except ResourceNotFound:
+            return Observation(status=ABSENT, message="not found on the backend: deleted outside jobman")
+        status = str(d[api.status_key]) if api.status_key else PRESENT
+        details: dict[str, Any] = {}
+        if r.kind is Kind.TRAINING_JOB:
+            details = {
+                "secondary_status": d.get("SecondaryStatus"),
+                "model_data": (d.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+                "training_start": _iso(d.get("TrainingStartTime")),
+                "training_end": _iso(d.get("TrainingEndTime")),
+                "billable_s": d.get("BillableTimeInSeconds"),
+            }
+            if status in ("Completed", "Failed", "Stopped"):
+                details["described"] = True
+        elif r.kind is Kind.ENDPOINT:
+            details = {"creation_time": _iso(d.get("CreationTime"))}
+        return Observation(
+            status=status,
+            arn=d.get(api.arn_key),
+            failure_reason=d.get("FailureReason"),
+            details={k: v for k, v in details.items() if v is not None},
+        )
+
+    async def _record(self, r: Resource, obs: Observation) -> Resource:
+        now = self.clock.now()
+        updated = await self.ledger.record(r.id, obs, at=now)
+        billed = BILLED_STATUSES.get(r.kind)
+        if billed is None:
+            return updated
+        values: dict[str, Any] = {}
+        if obs.status in billed and updated.billed_from is None:
+            values["billed_from"] = now
+        if obs.status not in billed and updated.billed_from is not None and updated.billed_until is None:
+            values["billed_until"] = now
+        if obs.status in billed and updated.billed_until is not None:
+            values["billed_until"] = None  # recreated after drift: billed again
+        if values:
+            updated = await self.ledger.update_resource(r.id, at=now, **values)
+        return updated
+
+    # act
+
+    async def _act_present(self, resources: list[Resource], result: PassResult, *, create: bool) -> None:
+        wanted = [r for r in resources if r.desired is Desired.PRESENT]
+        now = self.clock.now()
+        for r in wanted:
+            if r.deadline_at is not None and now > r.deadline_at and meaning(r.kind, r.status) is Meaning.PENDING:
+                await self._deadline_passed(r, result)
+        if create:
+            missing = [result.get(r) for r in wanted]
+            missing = [r for r in missing if r.desired is Desired.PRESENT and r.status in (PENDING, ABSENT)]
+            await self._gather(missing, self._create, result)
+
+    async def _deadline_passed(self, r: Resource, result: PassResult) -> None:
+        now = self.clock.now()
+        if r.kind is Kind.TRAINING_JOB and r.status != PENDING:
+            await self.ledger.note(r.id, "deadline passed: stopping the training job", at=now)
+            try:
+                await self.backend.stop_training_job(r.name)
+                result.actions.append(f"stopped training job {r.name} (deadline passed)")
+            except ResourceNotFound:
+                pass
+            except BackendError as exc:
+                result.errors.append((r, exc))
+        elif r.kind is Kind.ENDPOINT:
+            await self.ledger.note(r.id, "deadline passed while Creating: deleting the endpoint", at=now)
+            await self.ledger.set_desired([r.id], Desired.ABSENT, at=now)
+            result.resources[r.id] = await self.ledger.resource(r.id)
+
+    async def _create(self, r: Resource, result: PassResult) -> None:
+        api = KIND_API[r.kind]
+        try:
+            response = await self.backend.create(r.kind, r.spec)
+            obs = Observation(status=CREATED_STATUS.get(r.kind, PRESENT), arn=response.get(api.arn_key))
+            result.actions.append(f"created {r.kind.value} {r.name}")
+        except ResourceInUse:
+            obs = await self._adopt(r)
+            result.actions.append(f"adopted {r.kind.value} {r.name}")
+        result.resources[r.id] = await self._record(r, obs)
+
+    async def _adopt(self, r: Resource) -> Observation:
+        """A create met its own name: keep it if it carries this run's tags (a retried or resumed create)."""
+        obs = await self._describe(r, r.status)
+        await self._check_owner(r, obs.arn)
+        return obs
+
+    async def _check_owner(self, r: Resource, arn: str | None) -> None:
+        tags = await self.backend.list_tags(arn) if arn else {}
+        mine = {t["Key"]: t["Value"] for t in r.spec.get("Tags", [])}
+        if tags.get(TAG_CONFIG) != mine.get(TAG_CONFIG):
+            raise BackendError(
+                f"{r.kind.value} {r.name} exists on the backend but was not created by this run "
+                f"(tag {TAG_CONFIG}={tags.get(TAG_CONFIG)!r}); delete it or start a new run",
+                code="NameTaken",
+            )
+
+    async def _act_absent_in_order(self, resources: list[Resource], result: PassResult) -> None:
+        """Teardown in SageMaker's order: a run's endpoint config goes only once its endpoint is gone,
+        its model only once the config is gone. Training jobs are stopped independently."""
+        blocked_runs: set[int] = set()
+        for kind in TEARDOWN_ORDER:
+            group = [r for r in resources if r.kind is kind and r.run_id not in blocked_runs]
+            await self._gather([r for r in group if r.desired is Desired.ABSENT], self._act_absent, result)
+            blocked_runs |= {r.run_id for r in group if result.get(r).status != ABSENT}
+        jobs = [r for r in resources if r.kind is Kind.TRAINING_JOB and r.desired is Desired.ABSENT]
+        await self._gather(jobs, self._act_absent, result)
+
+    async def _act_absent(self, r: Resource, result: PassResult) -> None:
+        now = self.clock.now()
+        if r.kind is Kind.TRAINING_JOB:
+            if meaning(r.kind, r.status) is Meaning.PENDING and r.status not in (PENDING, "Stopping"):
+                await self.ledger.update_resource(r.id, at=now, stop_requested=True)
+                await self.backend.stop_training_job(r.name)
+                result.actions.append(f"stopped training job {r.name}")
+                result.resources[r.id] = await self._record(r, Observation(status="Stopping"))
+            elif r.status == PENDING:  # never created: nothing to stop
+                result.resources[r.id] = await self._record(r, Observation(status=ABSENT, message="never created"))
+            return
+        if r.status == ABSENT or (r.kind is Kind.ENDPOINT and r.status == "Deleting"):
+            return
+        try:
+            await self.backend.delete(r.kind, r.name)
+            status = "Deleting" if r.kind is Kind.ENDPOINT else ABSENT
+            result.actions.append(f"deleted {r.kind.value} {r.name}")
+        except ResourceNotFound:
+            status = ABSENT
+        result.resources[r.id] = await self._record(r, Observation(status=status))
+
+    async def _gather(
+        self,
+        resources: list[Resource],
+        action: Callable[[Resource, PassResult], Awaitable[None]],
+        result: PassResult,
+    ) -> None:
+        async def guarded(r: Resource) -> None:
+            async with self._limit:
+                try:
+                    await action(r, result)
+                except BackendError as exc:
+                    result.errors.append((r, exc))
+
+        await asyncio.gather(*(guarded(r) for r in resources))
+
+
+def settled(r: Resource) -> bool:
+    return is_settled(r.kind, r.status, r.desired, stop_requested=r.stop_requested)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else (str(value) if value is not None else None)

@@ -1,0 +1,367 @@
+"""`jobman run`: the classic notebook's workflow as a resumable controller run.
+
+Each step is idempotent. Resources are recorded in the ledger (intent) before the reconciler
+creates them, under deterministic names, so running the same file again after a crash or Ctrl-C
+resumes the unfinished run and never makes a second copy of anything it already created.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from jobman.backends.base import Backend
+from jobman.backends.factory import LOCAL_ROLE_ARN
+from jobman.clock import Clock, utc_iso
+from jobman.config import Experiment
+from jobman.dataprep import PreparedData, load_table, prepare
+from jobman.durations import format_duration
+from jobman.errors import BackendError, RunFailed, WaitTimeout
+from jobman.images import xgboost_image_uri
+from jobman.invoker import InvokeOptions, invoke_stream, split_prediction_body
+from jobman.kinds import KIND_API, TEARDOWN_ORDER, Kind
+from jobman.ledger.store import Ledger, Resource, Run
+from jobman.reconciler import TAG_CONFIG, PassResult, Reconciler, settled
+from jobman.report import regression_metrics, scatter_plot, write_predictions
+from jobman.states import ABSENT, Desired, Meaning, meaning
+
+TAG_MANAGED = "jobman:managed"
+TAG_EXPERIMENT = "jobman:experiment"
+TAG_RUN = "jobman:run"
+TAG_EXPIRES = "jobman:expires-at"
+TRAINING_DEADLINE_SLACK = timedelta(minutes=15)  # SageMaker enforces MaxRuntime itself; this is the backstop
+TEARDOWN_TIMEOUT = timedelta(minutes=30)
+
+
+class Reporter(Protocol):
+    """How a run tells the console what happens; the CLI implements it with rich."""
+
+    def step(self, message: str) -> None: ...
+
+    def log_line(self, line: str) -> None: ...
+
+    def status(self, resource: Resource) -> None: ...
+
+    def invoke_progress(self, total_rows: int) -> Callable[[int], None]: ...
+
+
+class SilentReporter:
+    def step(self, message: str) -> None:
+        pass
+
+    def log_line(self, line: str) -> None:
+        pass
+
+    def status(self, resource: Resource) -> None:
+        pass
+
+    def invoke_progress(self, total_rows: int) -> Callable[[int], None]:
+        return lambda rows: None
+
+
+@dataclass(frozen=True)
+class Timing:
+    training_poll_s: float
+    endpoint_poll_s: float
+
+    @classmethod
+    def for_backend(cls, backend: str) -> Timing:
+        override = os.environ.get("JOBMAN_POLL_S")
+        if override:
+            return cls(float(override), float(override))
+        # SageMaker's own SDK polls jobs every 5 s; endpoints take minutes, so 15 s loses little.
+        return cls(0.5, 0.5) if backend == "local" else cls(5.0, 15.0)
+
+
+@dataclass
+class RunOutcome:
+    experiment: str
+    run: Run
+    resumed: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+    output_dir: Path | None = None
+    kept_endpoint: Resource | None = None
+
+
+def resource_name(experiment: str, run_number: int, kind: Kind) -> str:
+    return f"{experiment}-r{run_number}-{KIND_API[kind].suffix}"
+
+
+def check_inputs(experiment: Experiment) -> None:
+    """Everything about the input that can be wrong, checked before the ledger or a backend is touched."""
+    load_table(experiment)
+    xgboost_image_uri(experiment.aws.region, experiment.training.algorithm_version)
+
+
+class ExperimentRun:
+    def __init__(
+        self, experiment: Experiment, ledger: Ledger, backend: Backend, *, clock: Clock,
+        reporter: Reporter | None = None, timing: Timing | None = None,
+    ) -> None:
+        self.x, self.ledger, self.backend, self.clock = experiment, ledger, backend, clock
+        self.reporter = reporter or SilentReporter()
+        self.timing = timing or Timing.for_backend(experiment.backend)
+        self.reconciler = Reconciler(ledger, backend, clock)
+
+    # the workflow
+
+    async def execute(self) -> RunOutcome:
+        run, resumed = await self._open_run()
+        outcome = RunOutcome(self.x.name, run, resumed)
+        word = "resuming" if resumed else "starting"
+        self.reporter.step(f"{word} {self.x.name} run {run.number} on the {self.backend.name} backend")
+        try:
+            out_dir = Path(self.x.evaluation.output_dir) / f"{self.x.name}-r{run.number}"
+            outcome.output_dir = out_dir
+            if run.output_dir is None:
+                run = await self.ledger.update_run(run.id, output_dir=str(out_dir))
+            data = prepare(self.x, load_table(self.x), out_dir / "data")
+            channels = await self._upload(run, data)
+            job = await self._train(run, channels)
+            endpoint = await self._deploy(run, job)
+            metrics = run.metrics
+            if metrics is None:  # a resumed run that already evaluated does not invoke again
+                metrics = await self._evaluate(endpoint, data, out_dir)
+                run = await self.ledger.update_run(run.id, metrics=metrics)
+            outcome.metrics = metrics
+            if self.x.endpoint.keep:
+                outcome.kept_endpoint = endpoint
+                self.reporter.step(
+                    f"keeping endpoint {endpoint.name} until {utc_iso(endpoint.expires_at)}"
+                    if endpoint.expires_at else f"keeping endpoint {endpoint.name}"
+                )
+            else:
+                await self.teardown(run)
+            outcome.run = await self.ledger.update_run(run.id, status="succeeded", finished_at=self.clock.now())
+            return outcome
+        except (RunFailed, WaitTimeout, BackendError) as exc:
+            await self._fail(run, str(exc))
+            raise
+
+    async def _open_run(self) -> tuple[Run, bool]:
+        now = self.clock.now()
+        exp = await self.ledger.experiment(self.x.name, create_at=now)
+        assert exp is not None
+        latest = await self.ledger.latest_run(exp.id)
+        digest = self.x.digest
+        if latest is not None and not latest.finished:
+            if latest.digest == digest and latest.backend == self.x.backend:
+                return latest, True
+            # The file changed: a new run, and the unfinished one is torn down rather than left billing.
+            self.reporter.step(f"run {latest.number} was made from a different file: tearing it down")
+            await self.teardown(latest)
+            await self.ledger.update_run(latest.id, status="superseded", finished_at=now)
+        run = await self.ledger.start_run(
+            exp.id, digest=digest, backend=self.x.backend, region=self.x.aws.region,
+            config_path=str(self.x.path), at=now,
+        )
+        return run, False
+
+    async def _fail(self, run: Run, message: str) -> None:
+        self.reporter.step(f"run {run.number} failed: {message}")
+        try:
+            await self.teardown(run)
+        finally:
+            await self.ledger.update_run(run.id, status="failed", message=message, finished_at=self.clock.now())
+
+    # steps
+
+    async def _upload(self, run: Run, data: PreparedData) -> dict[str, str]:
+        bucket = self.x.aws.bucket or f"sagemaker-{self.backend.region}-{await self.backend.account_id()}"
+        prefix = f"{self.x.aws.prefix or self.x.name}/r{run.number}"
+        await self.backend.ensure_bucket(bucket)
+        channels = {}
+        for channel, path in (("train", data.train_csv), ("validation", data.validation_csv)):
+            key = f"{prefix}/{channel}/{path.name}"
+            await self.backend.upload_file(str(path), bucket, key)
+            channels[channel] = f"s3://{bucket}/{prefix}/{channel}/"
+        channels["output"] = f"s3://{bucket}/{prefix}/output"
+        self.reporter.step(f"uploaded {data.rows['train']} training and {data.rows['validation']} "
+                           f"validation rows to s3://{bucket}/{prefix}/")
+        return channels
+
+    def _tags(self, run: Run, **extra: str) -> list[dict[str, str]]:
+        tags = {TAG_MANAGED: "true", TAG_EXPERIMENT: self.x.name, TAG_RUN: str(run.number), TAG_CONFIG: run.digest}
+        tags.update(extra)
+        return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+    @property
+    def _role(self) -> str:
+        return self.x.aws.role_arn or LOCAL_ROLE_ARN
+
+    @property
+    def _image(self) -> str:
+        return xgboost_image_uri(self.backend.region, self.x.training.algorithm_version)
+
+    async def _train(self, run: Run, channels: dict[str, str]) -> Resource:
+        t = self.x.training
+        name = resource_name(self.x.name, run.number, Kind.TRAINING_JOB)
+        spec = {
+            "TrainingJobName": name,
+            "AlgorithmSpecification": {"TrainingImage": self._image, "TrainingInputMode": "File"},
+            "RoleArn": self._role,
+            "InputDataConfig": [
+                {
+                    "ChannelName": channel,
+                    "DataSource": {"S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": channels[channel],
+                        "S3DataDistributionType": "FullyReplicated",
+                    }},
+                    "ContentType": "text/csv",
+                    "CompressionType": "None",
+                }
+                for channel in ("train", "validation")
+            ],
+            "OutputDataConfig": {"S3OutputPath": channels["output"]},
+            "ResourceConfig": {
+                "InstanceCount": t.instance_count, "InstanceType": t.instance_type, "VolumeSizeInGB": t.volume_size_gb,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": int(t.max_runtime_s)},
+            "HyperParameters": dict(t.hyperparameters),
+            "Tags": self._tags(run),
+        }
+        now = self.clock.now()
+        job = await self._intent(
+            run, Kind.TRAINING_JOB, name, spec, instance_type=t.instance_type, instance_count=t.instance_count,
+            deadline_at=now + timedelta(seconds=t.max_runtime_s) + TRAINING_DEADLINE_SLACK,
+        )
+        job = await self._wait(job, poll_s=self.timing.training_poll_s, logs=True)
+        if meaning(job.kind, job.status) is not Meaning.OK:
+            raise RunFailed(f"training job {name} {job.status}: {job.failure_reason or 'no reason given'}")
+        return job
+
+    async def _deploy(self, run: Run, job: Resource) -> Resource:
+        model_data = (job.details or {}).get("model_data")
+        if not model_data:
+            raise RunFailed(f"training job {job.name} completed without a model artifact")
+        e = self.x.endpoint
+        model_name = resource_name(self.x.name, run.number, Kind.MODEL)
+        config_name = resource_name(self.x.name, run.number, Kind.ENDPOINT_CONFIG)
+        endpoint_name = resource_name(self.x.name, run.number, Kind.ENDPOINT)
+        model = await self._intent(run, Kind.MODEL, model_name, {
+            "ModelName": model_name,
+            "ExecutionRoleArn": self._role,
+            "PrimaryContainer": {"Image": self._image, "ModelDataUrl": model_data},
+            "Tags": self._tags(run),
+        })
+        config = await self._intent(run, Kind.ENDPOINT_CONFIG, config_name, {
+            "EndpointConfigName": config_name,
+            "ProductionVariants": [{
+                "VariantName": "AllTraffic", "ModelName": model_name, "InitialInstanceCount": e.initial_instance_count,
+                "InstanceType": e.instance_type, "InitialVariantWeight": 1.0,
+            }],
+            "Tags": self._tags(run),
+        })
+        for resource in (model, config):
+            resource = await self._wait(resource, poll_s=self.timing.endpoint_poll_s)
+            if resource.status != "Present":
+                raise RunFailed(f"{resource.kind.value} {resource.name} is {resource.status}")
+        now = self.clock.now()
+        expires_at = now + timedelta(seconds=e.ttl_s)  # every endpoint has a TTL, kept or not: nothing runs unbounded
+        endpoint = await self._intent(
+            run, Kind.ENDPOINT, endpoint_name,
+            {"EndpointName": endpoint_name, "EndpointConfigName": config_name,
+             "Tags": self._tags(run, **{TAG_EXPIRES: utc_iso(expires_at)})},
+            instance_type=e.instance_type, instance_count=e.initial_instance_count,
+            expires_at=expires_at, deadline_at=now + timedelta(seconds=e.wait_timeout_s),
+        )
+        endpoint = await self._wait(endpoint, poll_s=self.timing.endpoint_poll_s)
+        if endpoint.desired is Desired.ABSENT:
+            raise WaitTimeout(
+                f"endpoint {endpoint_name} was not InService within {format_duration(e.wait_timeout_s)} "
+                "(endpoint.wait_timeout); it is being deleted"
+            )
+        if endpoint.status != "InService":
+            reason = endpoint.failure_reason or "no reason given"
+            raise RunFailed(f"endpoint {endpoint_name} {endpoint.status}: {reason}")
+        return endpoint
+
+    async def _evaluate(self, endpoint: Resource, data: PreparedData, out_dir: Path) -> dict[str, Any]:
+        ev = self.x.evaluation
+        rows = len(data.test_labels)
+        self.reporter.step(f"sending {rows} test rows to {endpoint.name}")
+        options = InvokeOptions(
+            max_payload_bytes=ev.max_payload_bytes, max_rows_per_chunk=ev.max_rows_per_chunk,
+            concurrency=ev.concurrency,
+        )
+
+        async def invoke(body: bytes) -> bytes:
+            return await self.backend.invoke_endpoint(endpoint.name, body, "text/csv")
+
+        sink = io.BytesIO()
+        with data.test_features_csv.open("rb") as src:
+            summary = await invoke_stream(invoke, src, sink, options, on_progress=self.reporter.invoke_progress(rows))
+        predicted = [float(p) for p in split_prediction_body(sink.getvalue())]
+        metrics: dict[str, Any] = regression_metrics(data.test_labels, predicted)
+        write_predictions(out_dir / "predictions.csv", data.test_labels, predicted)
+        scatter_plot(out_dir / "predicted_vs_actual.png", data.test_labels, predicted,
+                     title=f"{self.x.name}: predicted vs actual (RMSE {metrics['rmse']:.2f})")
+        metrics["invoke"] = summary.to_dict()
+        return metrics
+
+    # teardown
+
+    async def teardown(self, run: Run) -> None:
+        """Endpoint, then endpoint config, then model (the reconciler keeps the order); a running job is stopped."""
+        resources = await self.ledger.resources(run_ids=[run.id])
+        chain = [r for r in resources if r.kind in TEARDOWN_ORDER or meaning(r.kind, r.status) is Meaning.PENDING]
+        if not chain:
+            return
+        now = self.clock.now()
+        await self.ledger.set_desired([r.id for r in chain], Desired.ABSENT, at=now)
+        chain = await self.ledger.resources(run_ids=[run.id])
+        deadline = now + TEARDOWN_TIMEOUT
+        self.reporter.step(f"tearing down run {run.number}")
+        while True:
+            result = await self.reconciler.reconcile(chain)
+            chain = self._report(chain, result)
+            if all(settled(r) for r in chain if r.desired is Desired.ABSENT):
+                return
+            if self.clock.now() > deadline:
+                left = ", ".join(r.name for r in chain if not settled(r))
+                raise WaitTimeout(f"teardown of run {run.number} did not finish within "
+                                  f"{format_duration(TEARDOWN_TIMEOUT.total_seconds())}: {left}")
+            await self.clock.sleep(self.timing.endpoint_poll_s)
+
+    # helpers
+
+    async def _intent(self, run: Run, kind: Kind, name: str, spec: dict[str, Any], **extra: Any) -> Resource:
+        """The ledger row before the Create call; on resume, the row the run already has."""
+        existing = await self.ledger.resource_by_name(kind, name)
+        if existing is not None:
+            return existing
+        return await self.ledger.add_resource(run.id, kind, name, spec, at=self.clock.now(), **extra)
+
+    async def _wait(self, resource: Resource, *, poll_s: float, logs: bool = False) -> Resource:
+        """Converge one resource until it is settled; its deadline and action live in the ledger row."""
+        log_cursor: str | None = None
+        current = [resource]
+        while True:
+            result = await self.reconciler.reconcile(current, create=True)
+            current = self._report(current, result)
+            for _, error in result.errors:
+                if not error.retryable:
+                    raise error
+            if logs and current[0].status not in (ABSENT, "Pending"):
+                lines, log_cursor = await self.backend.training_log(resource.name, log_cursor)
+                for line in lines:
+                    self.reporter.log_line(line)
+            if settled(current[0]):
+                return current[0]
+            await self.clock.sleep(poll_s)
+
+    def _report(self, before: list[Resource], result: PassResult) -> list[Resource]:
+        after = [result.get(r) for r in before]
+        for old, new in zip(before, after, strict=True):
+            if (old.status, old.desired) != (new.status, new.desired):
+                self.reporter.status(new)
+        for resource, error in result.errors:
+            if error.retryable:
+                self.reporter.step(f"{resource.name}: {error} (will retry)")
+        return after

@@ -1,0 +1,47 @@
+"""Shared fixtures: a private JOBMAN_HOME for every test, a migrated ledger, a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from jobman.clock import FakeClock
+from jobman.ledger.db import open_engine
+from jobman.ledger.store import Ledger
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "boston.toml"
+
+
+@pytest.fixture(autouse=True)
+def jobman_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "jobman-home"
+    monkeypatch.setenv("JOBMAN_HOME", str(home))
+    monkeypatch.delenv("JOBMAN_DB_URL", raising=False)
+    monkeypatch.setenv("JOBMAN_LOCAL_IDLE_S", "60")
+    for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    return home
+
+
+@pytest.fixture
+async def ledger(jobman_home: Path) -> AsyncIterator[Ledger]:
+    async with open_engine() as engine:
+        yield Ledger(engine)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def write_experiment(path: Path, replace: dict[str, str] | None = None) -> Path:
+    """The example experiment, with text replacements (old -> new), written to `path`."""
+    body = EXAMPLE.read_text()
+    for old, new in (replace or {}).items():
+        assert old in body, old
+        body = body.replace(old, new)
+    path.write_text(body)
+    return path

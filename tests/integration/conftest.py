@@ -1,0 +1,1 @@
+from tests.moto_server import moto, moto_server  # noqa: F401

@@ -1,0 +1,60 @@
+"""The CLI as a user meets it: bad input is one line, exit 2, no traceback, and the ledger unchanged."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_experiment
+
+
+def jobman(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jobman", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
+
+
+def ledger_dump(home: Path) -> list[str]:
+    path = home / "ledger.db"
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        return list(conn.iterdump())
+
+
+@pytest.mark.parametrize(("replace", "message"), [
+    ({"seed = 0": "seed = 0.5"}, "data.seed: expected an integer, got 0.5"),
+    ({'ttl = "1h"': 'ttl = "forever"'}, "endpoint.ttl: expected a duration"),
+    ({'source = "boston"': 'source = "missing.csv"'}, "data.source: no CSV file at"),
+    ({'target = "MEDV"': 'target = "PRICE"'}, "data.target: column 'PRICE' is not in the table"),
+    ({"[evaluation]": "[evaluation]\nspeed = 3"}, "evaluation.speed: unknown key"),
+])
+def test_bad_input(tmp_path: Path, jobman_home: Path, replace: dict[str, str], message: str) -> None:
+    # A ledger with history in it, which the bad run must leave exactly as it was.
+    subprocess.run([sys.executable, "-m", "jobman", "db", "upgrade"], check=True, capture_output=True)
+    before = ledger_dump(jobman_home)
+    path = write_experiment(tmp_path / "bad.toml", replace)
+    done = jobman("run", str(path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"Error: {path}: ")
+    assert message in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert ledger_dump(jobman_home) == before
+
+
+def test_missing_file_and_help(tmp_path: Path) -> None:
+    done = jobman("run", "nope.toml", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (2, "Error: nope.toml: no such file\n")
+    for command in ("run", "status", "db", "local"):
+        shown = jobman(command, "--help", cwd=tmp_path)
+        assert shown.returncode == 0 and "Usage" in shown.stdout, command
+
+
+def test_status_on_an_empty_ledger(tmp_path: Path) -> None:
+    done = jobman("status", "--json", cwd=tmp_path)
+    assert done.returncode == 0
+    assert '"experiments": []' in done.stdout
