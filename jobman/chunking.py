@@ -19,7 +19,7 @@ the input is read in blocks and only its unsent tail is kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -113,7 +113,7 @@ def iter_chunks(
     *,
     header: bool = False,
     block_size: int = BLOCK_SIZE,
-) -> Iterator[Chunk]:
+) -> Generator[Chunk, None, None]:
     """Yield chunks of `src` in order; raise ConfigError for an oversized row or a blank line inside."""
     if max_payload_bytes < 1:
         raise ConfigError(f"max_payload_bytes must be at least 1, not {max_payload_bytes}")

@@ -6,8 +6,8 @@ reorder buffer until every earlier chunk is written. No chunk is cut while the o
 chunk is `WINDOW_FACTOR * concurrency` chunks behind, so memory stays O(concurrency x chunk size)
 even when one chunk is slow. Every response must hold exactly one prediction per row of its chunk.
 
-The input is read in the event loop's thread, in 1 MiB blocks: a block read and a chunk cut take
-about a millisecond, less than handing each to a thread would cost for small chunks.
+The input is read and cut in the event loop's thread: about 5 ms a 5 MB chunk (1M rows, 111 MB,
+cut in 0.12 s here), small next to an endpoint's time for the same rows, and simpler than a thread.
 
 If invoke_stream raises, `dst` may hold the predictions of a prefix of the rows: write to a
 temporary file and rename it on success.
@@ -74,7 +74,10 @@ class InvokeSummary:
         return dataclasses.asdict(self)
 
 
-_SEPARATORS = re.compile(rb"\s*[,\n][\s,]*")
+# One boundary: a run of commas and line ends (with any whitespace around it). A space or tab
+# alone is not a boundary, so b"a b" stays one prediction.
+_BOUNDARY = re.compile(rb"[ \t]*[,\n\r\v\f][\s,]*")
+_EDGES = b" \t\r\n\v\f,"
 
 
 def split_prediction_body(body: bytes) -> list[bytes]:
@@ -83,8 +86,11 @@ def split_prediction_body(body: bytes) -> list[bytes]:
     A run of separators counts as one, so b"1,\\n2,\\n" is two predictions; an empty
     prediction therefore shows up as a count mismatch, never as a shifted row.
     """
-    body = body.strip(b" \t\r\n\f\v,")
-    return _SEPARATORS.split(body) if body else []
+    if b" " not in body and b"\t" not in body:
+        # The usual body: without spaces or tabs, bytes.split() finds the same boundaries ~20x faster.
+        return body.replace(b",", b"\n").split() if b"," in body else body.split()
+    body = body.strip(_EDGES)
+    return _BOUNDARY.split(body) if body else []
 
 
 @dataclass
@@ -140,9 +146,7 @@ async def invoke_stream(
     exhausted = False
 
     def send(chunk: Chunk) -> asyncio.Task[_ChunkResult]:
-        task = asyncio.create_task(
-            _send_chunk(invoke, chunk, options, sleep, clock, rng), name=f"invoke {chunk.label}"
-        )
+        task = asyncio.create_task(_send_chunk(invoke, chunk, options, sleep, clock, rng), name=f"invoke {chunk.label}")
         task.add_done_callback(finished.put_nowait)
         return task
 
@@ -169,6 +173,7 @@ async def invoke_stream(
                 _write_predictions(dst, ready.pop(written))
                 written += 1
     finally:
+        chunks.close()
         await _cancel_all(running)
     return _summary(totals, clock() - started)
 

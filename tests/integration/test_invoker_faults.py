@@ -131,8 +131,12 @@ async def invoke(endpoint: Endpoint) -> AsyncIterator[InvokeFn]:
 
 
 def options(**kw: object) -> InvokeOptions:
-    base: dict[str, object] = {"max_rows_per_chunk": 100, "concurrency": 8,
-                               "backoff_base_s": 0.001, "backoff_cap_s": 0.01}
+    base: dict[str, object] = {
+        "max_rows_per_chunk": 100,
+        "concurrency": 8,
+        "backoff_base_s": 0.001,
+        "backoff_cap_s": 0.01,
+    }
     return InvokeOptions(**{**base, **kw})  # type: ignore[arg-type]
 
 

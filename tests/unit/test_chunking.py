@@ -16,8 +16,9 @@ _LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
 pytestmark = pytest.mark.timeout(30)
 
 
-def chunks_of(data: bytes, cap: int, max_rows: int | None = None, *, header: bool = False,
-              block_size: int = 1 << 20) -> list[Chunk]:
+def chunks_of(
+    data: bytes, cap: int, max_rows: int | None = None, *, header: bool = False, block_size: int = 1 << 20
+) -> list[Chunk]:
     return list(iter_chunks(io.BytesIO(data), cap, max_rows, header=header, block_size=block_size))
 
 
@@ -55,6 +56,7 @@ def as_tuples(chunks: list[Chunk]) -> list[tuple[int, int, bytes]]:
 
 # --- boundaries -------------------------------------------------------------------------------
 
+
 def test_one_chunk_when_everything_fits() -> None:
     [c] = chunks_of(b"1,2\n3,4\n5,6\n", 100)
     assert (c.index, c.first_row, c.rows, c.last_row, c.body) == (0, 1, 3, 3, b"1,2\n3,4\n5,6\n")
@@ -68,13 +70,16 @@ def test_row_cap_of_one() -> None:
     assert cs[1].label == "row 2"
 
 
-@pytest.mark.parametrize(("cap", "expected"), [
-    (9, [b"aa\nbb\ncc\n"]),             # exact fit
-    (8, [b"aa\nbb\n", b"cc\n"]),       # one byte short of all three
-    (6, [b"aa\nbb\n", b"cc\n"]),       # exact fit of two
-    (5, [b"aa\n", b"bb\n", b"cc\n"]),  # one byte short of two
-    (3, [b"aa\n", b"bb\n", b"cc\n"]),  # exact fit of one
-])
+@pytest.mark.parametrize(
+    ("cap", "expected"),
+    [
+        (9, [b"aa\nbb\ncc\n"]),  # exact fit
+        (8, [b"aa\nbb\n", b"cc\n"]),  # one byte short of all three
+        (6, [b"aa\nbb\n", b"cc\n"]),  # exact fit of two
+        (5, [b"aa\n", b"bb\n", b"cc\n"]),  # one byte short of two
+        (3, [b"aa\n", b"bb\n", b"cc\n"]),  # exact fit of one
+    ],
+)
 def test_byte_cap_boundaries(cap: int, expected: list[bytes]) -> None:
     assert bodies(b"aa\nbb\ncc\n", cap) == expected
 
@@ -134,13 +139,13 @@ def test_long_header_spanning_blocks() -> None:
 
 # --- errors -----------------------------------------------------------------------------------
 
+
 def test_oversized_row_named_with_its_size() -> None:
     data = b"1\n2\n" + b"9" * 20 + b"\n4\n"
     with pytest.raises(ConfigError) as err:
         chunks_of(data, 10)
     assert str(err.value) == (
-        "row 3 is 21 bytes (with its line end), more than max_payload_bytes=10; "
-        "it cannot be sent in one request"
+        "row 3 is 21 bytes (with its line end), more than max_payload_bytes=10; it cannot be sent in one request"
     )
 
 
@@ -166,13 +171,16 @@ def test_trailing_blank_lines_are_ignored() -> None:
     assert bodies(b"1\n2\n" + b"\n" * 1000, 100, 1, block_size=5) == [b"1\n", b"2\n"]
 
 
-@pytest.mark.parametrize(("data", "row"), [
-    (b"1\n\n3\n", 2),
-    (b"\n2\n", 1),
-    (b"1\r\n\r\n3\r\n", 2),
-    (b"1\n2\n" + b"\n" * 100 + b"x", 3),
-    (b"1\n\n\r\r\n", 2),  # b"\r\r" is a line of data, so the blank line before it is inside
-])
+@pytest.mark.parametrize(
+    ("data", "row"),
+    [
+        (b"1\n\n3\n", 2),
+        (b"\n2\n", 1),
+        (b"1\r\n\r\n3\r\n", 2),
+        (b"1\n2\n" + b"\n" * 100 + b"x", 3),
+        (b"1\n\n\r\r\n", 2),  # b"\r\r" is a line of data, so the blank line before it is inside
+    ],
+)
 def test_blank_line_inside_is_an_error_naming_its_row(data: bytes, row: int) -> None:
     with pytest.raises(ConfigError, match=rf"^blank line at data row {row}$"):
         chunks_of(data, 100, block_size=3)
@@ -200,6 +208,7 @@ def test_row_range() -> None:
 
 
 # --- incremental reading ----------------------------------------------------------------------
+
 
 class CountingReader(io.BytesIO):
     def __init__(self, data: bytes) -> None:
@@ -230,6 +239,7 @@ def test_small_row_cap_does_not_reread_the_buffer() -> None:
 
 
 # --- random inputs against the reference ------------------------------------------------------
+
 
 def random_csv(rng: random.Random) -> bytes:
     n = rng.choice([0, 1, 2, 3, rng.randint(4, 60)])

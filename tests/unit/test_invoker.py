@@ -103,12 +103,11 @@ def throttled(message: str = "Rate exceeded") -> InvokeError:
 
 # --- results equal the reference --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 1000, 10_000])
 @pytest.mark.parametrize("concurrency", [1, 4, 16])
 @pytest.mark.parametrize(("max_bytes", "max_rows"), [(5_000_000, None), (5_000_000, 7), (200, None)])
-async def test_predictions_match_the_reference(
-    n: int, concurrency: int, max_bytes: int, max_rows: int | None
-) -> None:
+async def test_predictions_match_the_reference(n: int, concurrency: int, max_bytes: int, max_rows: int | None) -> None:
     data, expected = make_csv(n, seed=n)
     options = InvokeOptions(max_payload_bytes=max_bytes, max_rows_per_chunk=max_rows, concurrency=concurrency)
     out, summary = await run(data, options, FakeEndpoint(seed=n + concurrency))
@@ -151,8 +150,14 @@ async def test_empty_input_sends_nothing() -> None:
     out, summary = await run(b"", InvokeOptions(), endpoint)
     assert out == b"" and endpoint.calls == 0
     assert summary.to_dict() == {
-        "rows": 0, "chunks": 0, "retries": 0, "bytes_sent": 0, "elapsed_s": summary.elapsed_s,
-        "latency_p50_s": 0.0, "latency_p95_s": 0.0, "latency_max_s": 0.0,
+        "rows": 0,
+        "chunks": 0,
+        "retries": 0,
+        "bytes_sent": 0,
+        "elapsed_s": summary.elapsed_s,
+        "latency_p50_s": 0.0,
+        "latency_p95_s": 0.0,
+        "latency_max_s": 0.0,
     }
 
 
@@ -166,6 +171,7 @@ async def test_predictions_are_stripped_and_one_per_line() -> None:
 
 
 # --- retries ----------------------------------------------------------------------------------
+
 
 async def test_retries_with_full_jitter_backoff() -> None:
     async def twice(first: int, attempt: int, lines: list[bytes]) -> None:
@@ -226,6 +232,7 @@ async def test_gives_up_after_max_attempts_naming_the_rows() -> None:
 
 # --- failures ---------------------------------------------------------------------------------
 
+
 async def test_model_error_fails_fast_naming_the_rows() -> None:
     async def model_error(first: int, attempt: int, lines: list[bytes]) -> None:
         if first == 1001:
@@ -269,8 +276,7 @@ async def test_a_failure_cancels_chunks_waiting_to_retry() -> None:
         await asyncio.sleep(3600)  # only cancellation ends it
 
     with pytest.raises(InvokeError, match=r"^rows 1–10: ValidationError: bad row$"):
-        await run(make_csv(40)[0], InvokeOptions(max_rows_per_chunk=10), FakeEndpoint(fault=fault),
-                  sleep=slow_sleep)
+        await run(make_csv(40)[0], InvokeOptions(max_rows_per_chunk=10), FakeEndpoint(fault=fault), sleep=slow_sleep)
     assert len(sleeping) == 3
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
@@ -343,6 +349,7 @@ async def test_cancelling_the_caller_cancels_the_requests() -> None:
 
 # --- bounds -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("concurrency", [1, 4, 16])
 async def test_in_flight_never_exceeds_concurrency(concurrency: int) -> None:
     endpoint = FakeEndpoint(max_yields=10)
@@ -389,6 +396,7 @@ async def test_a_slow_first_chunk_stalls_the_reader_at_the_window() -> None:
 
 # --- summary and progress ---------------------------------------------------------------------
 
+
 async def test_progress_reports_each_chunk_as_it_finishes() -> None:
     progress: list[int] = []
     data, _ = make_csv(1234)
@@ -420,6 +428,7 @@ async def test_latency_percentiles_from_the_injected_clock() -> None:
 
 # --- options and parsing ----------------------------------------------------------------------
 
+
 def test_options_are_checked() -> None:
     InvokeOptions(max_payload_bytes=6_291_456)
     with pytest.raises(ConfigError, match="max_payload_bytes must be between 1 and 6291456"):
@@ -429,19 +438,37 @@ def test_options_are_checked() -> None:
             InvokeOptions(**bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    (b"1\n2\n", [b"1", b"2"]),
-    (b"1\n2", [b"1", b"2"]),
-    (b"1,2,3", [b"1", b"2", b"3"]),
-    (b"1,2,3,\n", [b"1", b"2", b"3"]),
-    (b"1\r\n2\r\n", [b"1", b"2"]),
-    (b" 1 , 2 ,\n 3 \n\n", [b"1", b"2", b"3"]),
-    (b"1,\n2,\n", [b"1", b"2"]),
-    (b"-1.5e-3\n4.25\n", [b"-1.5e-3", b"4.25"]),
-    (b"", []),
-    (b"\n", []),
-    (b" \r\n ", []),
-    (b"a b\n", [b"a b"]),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"1\n2\n", [b"1", b"2"]),
+        (b"1\n2", [b"1", b"2"]),
+        (b"1,2,3", [b"1", b"2", b"3"]),
+        (b"1,2,3,\n", [b"1", b"2", b"3"]),
+        (b"1\r\n2\r\n", [b"1", b"2"]),
+        (b" 1 , 2 ,\n 3 \n\n", [b"1", b"2", b"3"]),
+        (b"1,\n2,\n", [b"1", b"2"]),
+        (b"-1.5e-3\n4.25\n", [b"-1.5e-3", b"4.25"]),
+        (b"", []),
+        (b"\n", []),
+        (b" \r\n ", []),
+        (b"a b\n", [b"a b"]),
+        (b"1\r2\r", [b"1", b"2"]),
+    ],
+)
 def test_split_prediction_body(body: bytes, expected: list[bytes]) -> None:
     assert split_prediction_body(body) == expected
+
+
+def test_split_prediction_body_random() -> None:
+    """With or without spaces (two code paths), any separators give back the same predictions."""
+    rng = random.Random(0)
+    separators = [b",", b"\n", b"\r\n", b",\n", b", ", b" ,\t", b"\n\n", b" \r\n ", b",,"]
+    for _ in range(2000):
+        tokens = [b"%.6g" % rng.uniform(-1e6, 1e6) for _ in range(rng.randint(0, 8))]
+        body = rng.choice([b"", b" ", b"\n"])
+        for token in tokens:
+            body += token + rng.choice(separators)
+        if tokens and rng.random() < 0.5:
+            body = body.rstrip(b" ,\t\r\n")
+        assert split_prediction_body(body) == tokens, body
