@@ -49,7 +49,9 @@ def translate(exc: ClientError, what: str) -> BackendError:
     """SageMaker says "not found" and "already exists" in several ways; jobman has one word for each."""
     code, message = _error_code(exc), str(exc.response.get("Error", {}).get("Message", exc))
     lowered = message.lower()
-    if code in _NOT_FOUND_CODES or (code == "ValidationException" and "could not find" in lowered):
+    # "Could not find …" (models, configs, endpoints) and "Requested resource not found." (training jobs).
+    not_found = "could not find" in lowered or "requested resource not found" in lowered
+    if code in _NOT_FOUND_CODES or (code == "ValidationException" and not_found):
         return ResourceNotFound(f"{what}: {message}")
     if code in ("ResourceInUse", "ResourceInUseException") or (
         code == "ValidationException" and ("already exist" in lowered or "cannot create" in lowered)

@@ -1,0 +1,293 @@
+"""SageMaker's control plane (JSON 1.1, `X-Amz-Target: SageMaker.<Operation>`) for the four kinds jobman uses.
+
+Errors are worded as SageMaker words them, because callers (jobman's own backend included) tell
+"not found" and "already exists" apart by code and message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from jobman.backends.local import arns, wire
+from jobman.backends.local.endpoints import EndpointManager
+from jobman.backends.local.listing import ListSpec, list_resources, paginate
+from jobman.backends.local.store import Layout, RecordStore
+from jobman.backends.local.training import TrainingManager
+from jobman.backends.local.wire import AwsError, now
+
+Handler = Callable[[str, dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
+MAX_TAGS = 50
+_S3_URI = re.compile(r"^(https|s3)://([^/]+)/?(.*)$")
+
+_LISTS = {
+    arns.TRAINING_JOB: ListSpec(
+        "TrainingJobName", "TrainingJobStatus",
+        {"Name": "TrainingJobName", "CreationTime": "CreationTime", "Status": "TrainingJobStatus"},
+    ),
+    arns.ENDPOINT: ListSpec("EndpointName", "EndpointStatus",
+                            {"Name": "EndpointName", "CreationTime": "CreationTime", "Status": "EndpointStatus"}),
+    arns.MODEL: ListSpec("ModelName", None, {"Name": "ModelName", "CreationTime": "CreationTime"}),
+    arns.ENDPOINT_CONFIG: ListSpec("EndpointConfigName", None,
+                                   {"Name": "EndpointConfigName", "CreationTime": "CreationTime"}),
+}
+_MODEL_FIELDS = ("ModelName", "PrimaryContainer", "Containers", "InferenceExecutionConfig", "ExecutionRoleArn",
+                 "VpcConfig", "CreationTime", "ModelArn", "EnableNetworkIsolation")
+_CONFIG_FIELDS = ("EndpointConfigName", "EndpointConfigArn", "ProductionVariants", "DataCaptureConfig", "KmsKeyId",
+                  "CreationTime", "AsyncInferenceConfig", "ExplainerConfig", "ShadowProductionVariants",
+                  "ExecutionRoleArn", "VpcConfig", "EnableNetworkIsolation")
+
+
+def _not_found(region: str, rtype: str, name: str) -> AwsError:
+    if rtype == arns.TRAINING_JOB:
+        return AwsError("ValidationException", "Requested resource not found.")
+    noun = {arns.MODEL: "model", arns.ENDPOINT_CONFIG: "endpoint configuration", arns.ENDPOINT: "endpoint"}[rtype]
+    return AwsError("ValidationException", f'Could not find {noun} "{arns.arn(region, rtype, name)}".')
+
+
+def _required(body: dict[str, Any], field: str) -> Any:
+    if body.get(field) in (None, "", []):
+        raise AwsError("ValidationException",
+                       f"1 validation error detected: Value null at '{arns.member_name(field)}' failed to satisfy "
+                       "constraint: Member must not be null")
+    return body[field]
+
+
+def _name(body: dict[str, Any], field: str) -> str:
+    return arns.check_name(_required(body, field), arns.member_name(field))
+
+
+def _check_tags(tags: Any) -> list[dict[str, str]]:
+    if tags is None:
+        return []
+    if not isinstance(tags, list) or not all(isinstance(t, dict) and isinstance(t.get("Key"), str) for t in tags):
+        raise AwsError("ValidationException", "Tags must be a list of {Key, Value} objects.")
+    if len(tags) > MAX_TAGS:
+        raise AwsError("ValidationException", f"A resource can have at most {MAX_TAGS} tags.")
+    return [{"Key": t["Key"], "Value": str(t.get("Value", ""))} for t in tags]
+
+
+def _check_s3_uri(value: Any, member: str) -> None:
+    """SageMaker checks only the URI's shape here; a bad bucket or key fails the job or endpoint later."""
+    if not isinstance(value, str) or not _S3_URI.match(value):
+        raise arns.validation_error(value, member, f"Member must satisfy regular expression pattern: {_S3_URI.pattern}")
+
+
+class SageMakerApi:
+    def __init__(self, layout: Layout, training: TrainingManager, endpoints: EndpointManager) -> None:
+        self.layout = layout
+        self.training = training
+        self.endpoints = endpoints
+        self.operations: dict[str, Handler] = {
+            "CreateTrainingJob": self.create_training_job,
+            "DescribeTrainingJob": self.describe_training_job,
+            "ListTrainingJobs": self.list_training_jobs,
+            "StopTrainingJob": self.stop_training_job,
+            "CreateModel": self.create_model,
+            "DescribeModel": self.describe_model,
+            "ListModels": self.list_models,
+            "DeleteModel": self.delete_model,
+            "CreateEndpointConfig": self.create_endpoint_config,
+            "DescribeEndpointConfig": self.describe_endpoint_config,
+            "ListEndpointConfigs": self.list_endpoint_configs,
+            "DeleteEndpointConfig": self.delete_endpoint_config,
+            "CreateEndpoint": self.create_endpoint,
+            "DescribeEndpoint": self.describe_endpoint,
+            "ListEndpoints": self.list_endpoints,
+            "DeleteEndpoint": self.delete_endpoint,
+            "AddTags": self.add_tags,
+            "ListTags": self.list_tags,
+            "DeleteTags": self.delete_tags,
+        }
+
+    async def handle(self, request: web.Request, scope: wire.Scope) -> web.Response:
+        operation = request.headers.get("X-Amz-Target", "").partition(".")[2]
+        try:
+            handler = self.operations.get(operation)
+            if handler is None:
+                raise AwsError("UnknownOperationException",
+                               f"The local backend does not implement SageMaker.{operation}.")
+            body = await wire.read_json_body(request)
+            answer = handler(wire.check_region(scope.region), body)
+            if not isinstance(answer, dict):
+                answer = await answer
+            return wire.json_response(answer)
+        except AwsError as exc:
+            return wire.json_error(exc)
+
+    def store(self, region: str, rtype: str) -> RecordStore:
+        return RecordStore(self.layout.resources(region, rtype))
+
+    def _get(self, region: str, rtype: str, name: str) -> dict[str, Any]:
+        record = self.store(region, rtype).get(name)
+        if record is None:
+            raise _not_found(region, rtype, name)
+        return record
+
+    # --- training jobs ---
+
+    def create_training_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = _name(body, "TrainingJobName")
+        _required(body, "AlgorithmSpecification")
+        _check_s3_uri(_required(body, "OutputDataConfig").get("S3OutputPath"), "outputDataConfig.s3OutputPath")
+        for channel in body.get("InputDataConfig") or []:
+            uri = ((channel.get("DataSource") or {}).get("S3DataSource") or {}).get("S3Uri")
+            if uri is not None:
+                _check_s3_uri(uri, "inputDataConfig.member.dataSource.s3DataSource.s3Uri")
+        hyper = body.get("HyperParameters") or {}
+        if not all(isinstance(v, str) for v in hyper.values()):
+            raise AwsError("ValidationException", "HyperParameters values must be strings.")
+        existing = self.store(region, arns.TRAINING_JOB).get(name)
+        if existing is not None:
+            raise AwsError(
+                "ResourceInUse",
+                "Training job names must be unique within an AWS account and region, and a training job with "
+                f"this name already exists ({existing['TrainingJobArn']})",
+            )
+        request = {**body, "Tags": _check_tags(body.get("Tags"))}
+        return {"TrainingJobArn": self.training.create(region, request)["TrainingJobArn"]}
+
+    def describe_training_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        record = self._get(region, arns.TRAINING_JOB, _name(body, "TrainingJobName"))
+        return self.training.describe(region, record)
+
+    def list_training_jobs(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        items = [self.training.summary(region, r) for r in self.store(region, arns.TRAINING_JOB).all()]
+        page = list_resources(items, body, _LISTS[arns.TRAINING_JOB])
+        return _page("TrainingJobSummaries", page.items, page.next_token)
+
+    def stop_training_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = _name(body, "TrainingJobName")
+        self._get(region, arns.TRAINING_JOB, name)
+        status = self.training.stop(region, name)
+        if status not in ("InProgress", "Stopping"):
+            raise AwsError("ValidationException",
+                           f"The request was rejected because the training job is in status {status}.")
+        return {}
+
+    # --- models ---
+
+    def create_model(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = _name(body, "ModelName")
+        containers = [body["PrimaryContainer"]] if body.get("PrimaryContainer") else list(body.get("Containers") or [])
+        if not containers:
+            raise AwsError("ValidationException", "Either PrimaryContainer or Containers must be specified.")
+        for container in containers:
+            if container.get("ModelDataUrl") is not None:
+                _check_s3_uri(container["ModelDataUrl"], "primaryContainer.modelDataUrl")
+        model_arn = arns.arn(region, arns.MODEL, name)
+        if self.store(region, arns.MODEL).get(name) is not None:
+            raise AwsError("ValidationException", f'Cannot create already existing model "{model_arn}".')
+        record = {**body, "Tags": _check_tags(body.get("Tags")), "ModelArn": model_arn, "CreationTime": now()}
+        self.store(region, arns.MODEL).put(name, record)
+        return {"ModelArn": model_arn}
+
+    def describe_model(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        record = self._get(region, arns.MODEL, _name(body, "ModelName"))
+        return {"EnableNetworkIsolation": False, **{k: record[k] for k in _MODEL_FIELDS if k in record}}
+
+    def list_models(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        items = [{k: r[k] for k in ("ModelName", "ModelArn", "CreationTime")}
+                 for r in self.store(region, arns.MODEL).all()]
+        page = list_resources(items, body, _LISTS[arns.MODEL])
+        return _page("Models", page.items, page.next_token)
+
+    def delete_model(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = _name(body, "ModelName")
+        if not self.store(region, arns.MODEL).delete(name):
+            raise _not_found(region, arns.MODEL, name)
+        return {}
+
+    # --- endpoint configs ---
+
+    def create_endpoint_config(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = _name(body, "EndpointConfigName")
+        variants = _required(body, "ProductionVariants")
+        for variant in variants:
+            arns.check_name(variant.get("VariantName"), "productionVariants.member.variantName")
+            model = arns.check_name(variant.get("ModelName"), "productionVariants.member.modelName")
+            self._get(region, arns.MODEL, model)
+        config_arn = arns.arn(region, arns.ENDPOINT_CONFIG, name)
+        if self.store(region, arns.ENDPOINT_CONFIG).get(name) is not None:
+            raise AwsError("ValidationException",
+                           f'Cannot create already existing endpoint configuration "{config_arn}".')
+        record = {**body, "Tags": _check_tags(body.get("Tags")), "EndpointConfigArn": config_arn, "CreationTime": now()}
+        self.store(region, arns.ENDPOINT_CONFIG).put(name, record)
+        return {"EndpointConfigArn": config_arn}
+
+    def describe_endpoint_config(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        record = self._get(region, arns.ENDPOINT_CONFIG, _name(body, "EndpointConfigName"))
+        return {k: record[k] for k in _CONFIG_FIELDS if k in record}
+
+    def list_endpoint_configs(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        items = [{k: r[k] for k in ("EndpointConfigName", "EndpointConfigArn", "CreationTime")}
+                 for r in self.store(region, arns.ENDPOINT_CONFIG).all()]
+        page = list_resources(items, body, _LISTS[arns.ENDPOINT_CONFIG])
+        return _page("EndpointConfigs", page.items, page.next_token)
+
+    def delete_endpoint_config(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = _name(body, "EndpointConfigName")
+        if not self.store(region, arns.ENDPOINT_CONFIG).delete(name):
+            raise _not_found(region, arns.ENDPOINT_CONFIG, name)
+        return {}
+
+    # --- endpoints ---
+
+    def create_endpoint(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        _name(body, "EndpointName")
+        _name(body, "EndpointConfigName")
+        request = {**body, "Tags": _check_tags(body.get("Tags"))}
+        return {"EndpointArn": self.endpoints.create(region, request)["EndpointArn"]}
+
+    def describe_endpoint(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.endpoints.describe(self._get(region, arns.ENDPOINT, _name(body, "EndpointName")))
+
+    def list_endpoints(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        fields = ("EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime", "EndpointStatus")
+        items = [{k: r[k] for k in fields} for r in self.store(region, arns.ENDPOINT).all()]
+        page = list_resources(items, body, _LISTS[arns.ENDPOINT])
+        return _page("Endpoints", page.items, page.next_token)
+
+    def delete_endpoint(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.endpoints.delete(region, _name(body, "EndpointName"))
+        return {}
+
+    # --- tags ---
+
+    def _tagged(self, body: dict[str, Any]) -> tuple[RecordStore, str, dict[str, Any]]:
+        resource_arn = _required(body, "ResourceArn")
+        region, rtype, name = arns.parse_arn(resource_arn)
+        store = self.store(region, rtype)
+        record = store.get(name)
+        if record is None:
+            raise AwsError("ValidationException", f'Could not find resource "{resource_arn}".')
+        return store, name, record
+
+    def add_tags(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        store, name, record = self._tagged(body)
+        merged = {t["Key"]: t["Value"] for t in record.get("Tags") or []}
+        merged.update({t["Key"]: t["Value"] for t in _check_tags(_required(body, "Tags"))})
+        record["Tags"] = _check_tags([{"Key": k, "Value": v} for k, v in merged.items()])
+        store.put(name, record)
+        return {"Tags": record["Tags"]}
+
+    def list_tags(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        _, _, record = self._tagged(body)
+        limit = body.get("MaxResults", 50)
+        page = paginate(record.get("Tags") or [], lambda t: (t["Key"],), descending=False, limit=limit,
+                        token=body.get("NextToken"))
+        return _page("Tags", page.items, page.next_token)
+
+    def delete_tags(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        store, name, record = self._tagged(body)
+        drop = set(_required(body, "TagKeys"))
+        record["Tags"] = [t for t in record.get("Tags") or [] if t["Key"] not in drop]
+        store.put(name, record)
+        return {}
+
+
+def _page(key: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
+    return {key: items, **({"NextToken": token} if token else {})}

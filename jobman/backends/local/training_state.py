@@ -1,0 +1,97 @@
+"""A training job's process state, in files of its folder (see `store.Layout.training_dir`).
+
+`status.json` belongs to the worker while it runs: the server writes it only before the worker starts
+or after it is gone. `worker.json` (pid) and `stop.json` (a stop request) are the server's. Status
+dicts use DescribeTrainingJob's own field names, so describing a job is a merge.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobman.backends.local.store import atomic_write_json, read_json
+
+TERMINAL = frozenset({"Completed", "Failed", "Stopped"})
+_MESSAGES = {
+    "Starting": "Preparing the instances for training",
+    "Downloading": "Downloading input data",
+    "Training": "Training image download completed. Training in progress.",
+    "Uploading": "Uploading generated training model",
+    "Completed": "Training job completed",
+    "Stopping": "Stopping the training job",
+    "Stopped": "The training job was stopped",
+    "MaxRuntimeExceeded": "Training job stopped because it exceeded MaxRuntimeInSeconds",
+}
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    folder: Path
+
+    @property
+    def status(self) -> Path:
+        return self.folder / "status.json"
+
+    @property
+    def worker(self) -> Path:
+        return self.folder / "worker.json"
+
+    @property
+    def stop(self) -> Path:
+        return self.folder / "stop.json"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "worker.log"
+
+    def read_status(self) -> dict[str, Any] | None:
+        value = read_json(self.status)
+        return value if isinstance(value, dict) else None
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        atomic_write_json(self.status, status)
+
+    def stop_request(self) -> dict[str, Any] | None:
+        value = read_json(self.stop)
+        return value if isinstance(value, dict) else None
+
+
+def initial_status(at: float) -> dict[str, Any]:
+    return {
+        "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": "Starting",
+        "SecondaryStatusTransitions": [{"Status": "Starting", "StartTime": at, "StatusMessage": _MESSAGES["Starting"]}],
+        "LastModifiedTime": at,
+    }
+
+
+def advance(status: dict[str, Any], primary: str, secondary: str, at: float, message: str | None = None) -> None:
+    """Record a (TrainingJobStatus, SecondaryStatus) step in place: close the open transition, open a new one."""
+    transitions = status.setdefault("SecondaryStatusTransitions", [])
+    if transitions and "EndTime" not in transitions[-1]:
+        transitions[-1]["EndTime"] = at
+    step: dict[str, Any] = {
+        "Status": secondary, "StartTime": at, "StatusMessage": message or _MESSAGES.get(secondary, ""),
+    }
+    if primary in TERMINAL:
+        step["EndTime"] = at
+    transitions.append(step)
+    status.update(TrainingJobStatus=primary, SecondaryStatus=secondary, LastModifiedTime=at)
+
+
+def finish(status: dict[str, Any], primary: str, secondary: str, at: float, reason: str | None = None) -> None:
+    """Move to a terminal state: end times and the billable time SageMaker reports."""
+    if primary == "Stopped" and status.get("SecondaryStatus") != "Stopping":
+        advance(status, "Stopping", "Stopping", at)
+    advance(status, primary, secondary, at, reason)
+    if reason:
+        status["FailureReason"] = reason
+    started = status.get("TrainingStartTime")
+    if started is not None:
+        status["TrainingEndTime"] = at
+        seconds = max(1, math.ceil(at - started))
+        status["TrainingTimeInSeconds"] = seconds
+        status["BillableTimeInSeconds"] = seconds
