@@ -20,11 +20,13 @@ from typing import Any
 
 from jobman.backends.base import Backend
 from jobman.clock import Clock
-from jobman.errors import BackendError, ResourceInUse, ResourceNotFound
+from jobman.durations import format_duration
+from jobman.errors import BackendError, ResourceInUse, ResourceNotFound, WaitTimeout
 from jobman.kinds import KIND_API, TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Observation, Resource
 from jobman.states import ABSENT, BILLED_STATUSES, PENDING, PRESENT, Desired, Meaning, is_settled, meaning
 
+TEARDOWN_TIMEOUT_S = 1800.0
 CREATION_SKEW = timedelta(minutes=10)  # ledger time is taken before Create; allow for clock skew
 TAG_CONFIG = "jobman:config"
 CREATED_STATUS = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating"}
@@ -63,8 +65,10 @@ class Reconciler:
         tracked = [r for r in resources if _needs_observation(r)]
         observed = await self._observe(tracked, result)
         current = {r.id: r for r in resources}
+        unchanged = {r.id for r in tracked if r.id in observed and not _changes(r, observed[r.id])}
+        await self.ledger.touch(sorted(unchanged), at=self.clock.now())  # one statement for the quiet majority
         for r in tracked:
-            if r.id in observed:
+            if r.id in observed and r.id not in unchanged:
                 current[r.id] = await self._record(r, observed[r.id])
         result.resources.update(current)
         unseen = {r.id for r, _ in result.errors}  # not observed this pass: acting would be blind
@@ -72,6 +76,31 @@ class Reconciler:
         await self._act_present([current[r.id] for r in tracked], result, create=create)
         await self._act_absent_in_order([result.get(r) for r in tracked], result)
         return result
+
+    async def tear_down(
+        self,
+        resources: list[Resource],
+        *,
+        poll_s: float,
+        timeout_s: float = TEARDOWN_TIMEOUT_S,
+        on_pass: Callable[[list[Resource], PassResult], list[Resource]] | None = None,
+    ) -> list[Resource]:
+        """Mark `resources` unwanted and reconcile until all are gone (or stopped); past the timeout, raise."""
+        if not resources:
+            return []
+        now = self.clock.now()
+        await self.ledger.set_desired([r.id for r in resources], Desired.ABSENT, at=now)
+        current = [await self.ledger.resource(r.id) for r in resources]
+        deadline = now + timedelta(seconds=timeout_s)
+        while True:
+            result = await self.reconcile(current)
+            current = on_pass(current, result) if on_pass else [result.get(r) for r in current]
+            if all(settled(r) for r in current):
+                return current
+            if self.clock.now() > deadline:
+                left = ", ".join(f"{r.name} ({r.status})" for r in current if not settled(r))
+                raise WaitTimeout(f"teardown did not finish within {format_duration(timeout_s)}: {left}")
+            await self.clock.sleep(poll_s)
 
     # observe
 
@@ -253,6 +282,8 @@ class Reconciler:
             return
         if r.status == ABSENT or (r.kind is Kind.ENDPOINT and r.status == "Deleting"):
             return
+        if r.kind is Kind.ENDPOINT and not await self.ledger.claim_deletion(r.id, at=now):
+            return  # another jobman process (a concurrent gc or run) is deleting it
         try:
             await self.backend.delete(r.kind, r.name)
             status = "Deleting" if r.kind is Kind.ENDPOINT else ABSENT
@@ -275,6 +306,24 @@ class Reconciler:
                     result.errors.append((r, exc))
 
         await asyncio.gather(*(guarded(r) for r in resources))
+
+
+def _changes(r: Resource, obs: Observation) -> bool:
+    """Whether recording `obs` would change the row (beyond the time it was observed)."""
+    return (
+        obs.status != r.status
+        or bool(obs.arn and obs.arn != r.arn)
+        or (obs.failure_reason is not None and obs.failure_reason != r.failure_reason)
+        or bool(obs.details and any((r.details or {}).get(k) != v for k, v in obs.details.items()))
+    )
+
+
+def teardown_chain(resources: Iterable[Resource]) -> list[Resource]:
+    """What tearing down means: the endpoint chain, and any training job still running."""
+    return [
+        r for r in resources
+        if r.kind in TEARDOWN_ORDER or (r.kind is Kind.TRAINING_JOB and meaning(r.kind, r.status) is Meaning.PENDING)
+    ]
 
 
 def settled(r: Resource) -> bool:

@@ -8,7 +8,6 @@ resumes the unfinished run and never makes a second copy of anything it already 
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,25 +16,25 @@ from typing import Any, Protocol
 
 from jobman.backends.base import Backend
 from jobman.backends.factory import LOCAL_ROLE_ARN
-from jobman.clock import Clock, utc_iso
+from jobman.clock import Clock, parse_utc_iso, utc_iso
 from jobman.config import Experiment
 from jobman.dataprep import PreparedData, load_table, prepare
 from jobman.durations import format_duration
 from jobman.errors import BackendError, RunFailed, WaitTimeout
 from jobman.images import xgboost_image_uri
 from jobman.invoker import InvokeOptions, invoke_stream, split_prediction_body
-from jobman.kinds import KIND_API, TEARDOWN_ORDER, Kind
+from jobman.kinds import KIND_API, Kind
 from jobman.ledger.store import Ledger, Resource, Run
-from jobman.reconciler import TAG_CONFIG, PassResult, Reconciler, settled
+from jobman.reconciler import TAG_CONFIG, PassResult, Reconciler, settled, teardown_chain
 from jobman.report import regression_metrics, scatter_plot, write_predictions
 from jobman.states import ABSENT, Desired, Meaning, meaning
+from jobman.timing import Timing
 
 TAG_MANAGED = "jobman:managed"
 TAG_EXPERIMENT = "jobman:experiment"
 TAG_RUN = "jobman:run"
 TAG_EXPIRES = "jobman:expires-at"
 TRAINING_DEADLINE_SLACK = timedelta(minutes=15)  # SageMaker enforces MaxRuntime itself; this is the backstop
-TEARDOWN_TIMEOUT = timedelta(minutes=30)
 
 
 class Reporter(Protocol):
@@ -62,20 +61,6 @@ class SilentReporter:
 
     def invoke_progress(self, total_rows: int) -> Callable[[int], None]:
         return lambda rows: None
-
-
-@dataclass(frozen=True)
-class Timing:
-    training_poll_s: float
-    endpoint_poll_s: float
-
-    @classmethod
-    def for_backend(cls, backend: str) -> Timing:
-        override = os.environ.get("JOBMAN_POLL_S")
-        if override:
-            return cls(float(override), float(override))
-        # SageMaker's own SDK polls jobs every 5 s; endpoints take minutes, so 15 s loses little.
-        return cls(0.5, 0.5) if backend == "local" else cls(5.0, 15.0)
 
 
 @dataclass
@@ -241,6 +226,10 @@ class ExperimentRun:
         if not model_data:
             raise RunFailed(f"training job {job.name} completed without a model artifact")
         e = self.x.endpoint
+        # One expiry for the whole chain, tagged on each, so gc can reap any part of it as an orphan.
+        # Every endpoint has a TTL, kept or not: nothing runs unbounded.
+        expires_tag = {TAG_EXPIRES: utc_iso(self.clock.now() + timedelta(seconds=e.ttl_s))}
+        expires_at = parse_utc_iso(expires_tag[TAG_EXPIRES])
         model_name = resource_name(self.x.name, run.number, Kind.MODEL)
         config_name = resource_name(self.x.name, run.number, Kind.ENDPOINT_CONFIG)
         endpoint_name = resource_name(self.x.name, run.number, Kind.ENDPOINT)
@@ -248,26 +237,26 @@ class ExperimentRun:
             "ModelName": model_name,
             "ExecutionRoleArn": self._role,
             "PrimaryContainer": {"Image": self._image, "ModelDataUrl": model_data},
-            "Tags": self._tags(run),
-        })
+            "Tags": self._tags(run, **expires_tag),
+        }, expires_at=expires_at)
         config = await self._intent(run, Kind.ENDPOINT_CONFIG, config_name, {
             "EndpointConfigName": config_name,
             "ProductionVariants": [{
                 "VariantName": "AllTraffic", "ModelName": model_name, "InitialInstanceCount": e.initial_instance_count,
                 "InstanceType": e.instance_type, "InitialVariantWeight": 1.0,
             }],
-            "Tags": self._tags(run),
-        })
+            "Tags": self._tags(run, **expires_tag),
+        }, expires_at=expires_at)
         for resource in (model, config):
             resource = await self._wait(resource, poll_s=self.timing.endpoint_poll_s)
             if resource.status != "Present":
                 raise RunFailed(f"{resource.kind.value} {resource.name} is {resource.status}")
         now = self.clock.now()
-        expires_at = now + timedelta(seconds=e.ttl_s)  # every endpoint has a TTL, kept or not: nothing runs unbounded
+        spec = {
+            "EndpointName": endpoint_name, "EndpointConfigName": config_name, "Tags": self._tags(run, **expires_tag),
+        }
         endpoint = await self._intent(
-            run, Kind.ENDPOINT, endpoint_name,
-            {"EndpointName": endpoint_name, "EndpointConfigName": config_name,
-             "Tags": self._tags(run, **{TAG_EXPIRES: utc_iso(expires_at)})},
+            run, Kind.ENDPOINT, endpoint_name, spec,
             instance_type=e.instance_type, instance_count=e.initial_instance_count,
             expires_at=expires_at, deadline_at=now + timedelta(seconds=e.wait_timeout_s),
         )
@@ -309,25 +298,11 @@ class ExperimentRun:
 
     async def teardown(self, run: Run) -> None:
         """Endpoint, then endpoint config, then model (the reconciler keeps the order); a running job is stopped."""
-        resources = await self.ledger.resources(run_ids=[run.id])
-        chain = [r for r in resources if r.kind in TEARDOWN_ORDER or meaning(r.kind, r.status) is Meaning.PENDING]
+        chain = teardown_chain(await self.ledger.resources(run_ids=[run.id]))
         if not chain:
             return
-        now = self.clock.now()
-        await self.ledger.set_desired([r.id for r in chain], Desired.ABSENT, at=now)
-        chain = await self.ledger.resources(run_ids=[run.id])
-        deadline = now + TEARDOWN_TIMEOUT
         self.reporter.step(f"tearing down run {run.number}")
-        while True:
-            result = await self.reconciler.reconcile(chain)
-            chain = self._report(chain, result)
-            if all(settled(r) for r in chain if r.desired is Desired.ABSENT):
-                return
-            if self.clock.now() > deadline:
-                left = ", ".join(r.name for r in chain if not settled(r))
-                raise WaitTimeout(f"teardown of run {run.number} did not finish within "
-                                  f"{format_duration(TEARDOWN_TIMEOUT.total_seconds())}: {left}")
-            await self.clock.sleep(self.timing.endpoint_poll_s)
+        await self.reconciler.tear_down(chain, poll_s=self.timing.endpoint_poll_s, on_pass=self._report)
 
     # helpers
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from jobman.cost import Cost, price_table, resource_cost, total
 from jobman.ledger.store import Ledger, Resource, Run
 from jobman.states import ABSENT, meaning
 
@@ -14,6 +15,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def resource_view(r: Resource, run: Run, now: datetime) -> dict[str, Any]:
+    cost = resource_cost(r, run.backend, now)
     return {
         "kind": r.kind.value,
         "name": r.name,
@@ -29,11 +31,14 @@ def resource_view(r: Resource, run: Run, now: datetime) -> dict[str, Any]:
         "ttl_left_s": round((r.expires_at - now).total_seconds(), 1) if r.expires_at and r.status != ABSENT else None,
         "instance_type": r.instance_type,
         "instance_count": r.instance_count,
+        "billed_s": None if cost is None else round(cost.billed_s, 1),
+        "cost_usd": None if cost is None else cost.usd,
     }
 
 
 async def status_view(ledger: Ledger, now: datetime, *, experiment: str | None = None) -> dict[str, Any]:
     experiments = []
+    all_costs: list[Cost] = []
     for exp in await ledger.experiments():
         if experiment is not None and exp.name != experiment:
             continue
@@ -43,6 +48,8 @@ async def status_view(ledger: Ledger, now: datetime, *, experiment: str | None =
         by_id = {run.id: run for run in runs}
         latest = runs[-1]
         resources = await ledger.resources(run_ids=list(by_id))
+        costs = [c for c in (resource_cost(r, by_id[r.run_id].backend, now) for r in resources) if c is not None]
+        all_costs.extend(costs)
         experiments.append({
             "name": exp.name,
             "backend": latest.backend,
@@ -56,5 +63,12 @@ async def status_view(ledger: Ledger, now: datetime, *, experiment: str | None =
             "finished_at": _iso(latest.finished_at),
             "runs": [{"number": r.number, "status": r.status, "started_at": _iso(r.started_at)} for r in runs],
             "resources": [resource_view(r, by_id[r.run_id], now) for r in resources],
+            "cost_usd": total(costs),
         })
-    return {"generated_at": now.isoformat(), "experiments": experiments}
+    prices = price_table()
+    return {
+        "generated_at": now.isoformat(),
+        "experiments": experiments,
+        "total_cost_usd": total(all_costs),
+        "prices": {"source": prices["source"], "as_of": prices["as_of"], "note": prices["note"]},
+    }

@@ -75,6 +75,71 @@ def status(
     status_command(experiment, as_json)
 
 
+EVERY_HELP = "Repeat every DURATION (e.g. '5m') until interrupted."
+
+
+@app.command()
+def reconcile(
+    every: Annotated[str | None, typer.Option("--every", help=EVERY_HELP, show_default=False)] = None,
+) -> None:
+    """Observe every resource in the ledger, record drift, act on deadlines and unfinished teardowns."""
+    from jobman.cli.commands import reconcile_command
+
+    reconcile_command(every)
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be deleted; change nothing.")] = False,
+    every: Annotated[str | None, typer.Option("--every", help=EVERY_HELP, show_default=False)] = None,
+    backend: Annotated[str | None, typer.Option(
+        "--backend", help="Scan this backend for orphans (default: every backend in the ledger, and local).",
+        show_default=False)] = None,
+    region: Annotated[str, typer.Option("--region", help="Region to scan with --backend.")] = "us-east-1",
+) -> None:
+    """Delete endpoints past their TTL (with config and model), and expired orphans tagged by jobman."""
+    from jobman.cli.commands import gc_command
+
+    gc_command(dry_run, every, backend, region)
+
+
+@app.command()
+def stop(
+    experiment: Annotated[str, typer.Argument(help="The experiment's name.", show_default=False)],
+) -> None:
+    """Tear an experiment down: delete its endpoints, configs and models, stop a running training job."""
+    from jobman.cli.commands import stop_command
+
+    stop_command(experiment)
+
+
+@app.command()
+def invoke(
+    endpoint: Annotated[str, typer.Argument(help="An endpoint in the ledger, or any endpoint name on the backend.",
+                                            show_default=False)],
+    input_csv: Annotated[str, typer.Argument(metavar="INPUT.csv", help="Feature rows as CSV; '-' reads stdin.",
+                                             show_default=False)],
+    output: Annotated[str, typer.Option("-o", "--output", help="Where predictions go, one per row; '-' is stdout.")]
+    = "-",
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 8,
+    max_payload_bytes: Annotated[int, typer.Option(help="Largest request body (SageMaker's cap is 6291456).")]
+    = 5_000_000,
+    max_rows_per_chunk: Annotated[int | None, typer.Option(help="Most rows in one request.", show_default=False)]
+    = None,
+    header: Annotated[bool, typer.Option("--header/--no-header", help="Whether INPUT's first line is a header.")]
+    = False,
+    backend: Annotated[str | None, typer.Option(
+        help="For an endpoint the ledger does not know: 'local' (default) or 'sagemaker'.", show_default=False)]
+    = None,
+    region: Annotated[str, typer.Option(help="Region, with --backend.")] = "us-east-1",
+) -> None:
+    """Send INPUT.csv to ENDPOINT in parallel chunks; write one prediction per input row, in input order."""
+    from jobman.cli.commands import invoke_command
+
+    invoke_command(endpoint, input_csv, output, concurrency, max_payload_bytes, max_rows_per_chunk, header,
+                   backend, region)
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
@@ -109,10 +174,6 @@ def db_current() -> None:
 
 
 def _mount_local() -> None:
-    import importlib.util  # TEMP until jobman.cli.local lands
-
-    if importlib.util.find_spec("jobman.cli.local") is None:
-        return
     from jobman.cli.local import app as local_app
 
     app.add_typer(local_app, name="local", help="The local backend's server (a SageMaker on this machine).")

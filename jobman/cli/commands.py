@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobman.cli import console, domain_errors, err_console, fail, print_json
+from jobman.cli import console, domain_errors, err_console, print_json
 from jobman.clock import SystemClock
 from jobman.durations import format_duration
+from jobman.fleet import FleetReport
 from jobman.ledger.db import open_engine
 from jobman.ledger.store import Ledger, Resource
 
@@ -44,7 +47,7 @@ class ConsoleReporter:
         console.print(f"[bold]•[/bold] {message}", highlight=False)
 
     def log_line(self, line: str) -> None:
-        console.print(f"  [dim]{line.rstrip()}[/dim]", highlight=False, markup=True)
+        console.print(f"  [dim]{escape(line.rstrip())}[/dim]", highlight=False)
 
     def status(self, resource: Resource) -> None:
         self._end_progress()
@@ -124,9 +127,9 @@ def run_command(file: Path) -> None:
             f"Interrupted. The ledger holds the run's state; every endpoint has a TTL.\n"
             f"  resume:    jobman run {file}\n"
             f"  tear down: jobman stop {experiment.name}",
-            highlight=False,
+            highlight=False, soft_wrap=True, markup=False,
         )
-        raise fail("interrupted", 130) from None
+        raise typer.Exit(130) from None
 
 
 def status_command(experiment: str | None, as_json: bool) -> None:
@@ -151,8 +154,8 @@ def status_command(experiment: str | None, as_json: bool) -> None:
             title=f"{exp['name']} · run {exp['run']} · {exp['status']} · {exp['backend']}{score}",
             title_justify="left",
         )
-        for column in ("kind", "name", "desired", "status", "age", "TTL left"):
-            table.add_column(column, no_wrap=column == "name")
+        for column in ("kind", "name", "desired", "status", "age", "TTL left", "billed", "cost"):
+            table.add_column(column, no_wrap=column == "name", justify="right" if column == "cost" else "left")
         for r in exp["resources"]:
             style = STATUS_STYLE.get(r["meaning"], "")
             ttl = r["ttl_left_s"]
@@ -160,5 +163,176 @@ def status_command(experiment: str | None, as_json: bool) -> None:
                 r["kind"], r["name"], r["desired"], f"[{style}]{r['status']}[/{style}]",
                 format_duration(r["age_s"]),
                 "-" if ttl is None else ("expired" if ttl <= 0 else format_duration(ttl)),
+                "-" if r["billed_s"] is None else format_duration(r["billed_s"]),
+                _usd(r["billed_s"], r["cost_usd"]),
             )
+        table.caption = f"estimated cost {_usd(0, exp['cost_usd'])}"
         console.print(table)
+    console.print(f"total estimated cost {_usd(0, view['total_cost_usd'])} · prices: {view['prices']['source']} "
+                  f"({view['prices']['as_of']})", highlight=False, style="dim")
+
+
+def _usd(billed_s: float | None, usd: float | None) -> str:
+    if billed_s is None:
+        return "-"
+    return "unknown" if usd is None else f"${usd:,.4f}"
+
+
+def _every_s(every: str | None) -> float | None:
+    from jobman.durations import parse_duration_s
+    from jobman.errors import ConfigError
+
+    if every is None:
+        return None
+    try:
+        return parse_duration_s(every)
+    except ValueError:
+        raise ConfigError(f"--every: expected a duration like '30s', '5m' or '1h', got {every!r}") from None
+
+
+def _repeat(every: str | None, one_pass: Callable[[], Awaitable[None]]) -> None:
+    """One pass, or a pass every DURATION until Ctrl-C (which ends the loop cleanly, exit 0)."""
+    with domain_errors():
+        interval = _every_s(every)
+
+        async def main() -> None:
+            while True:
+                await one_pass()
+                if interval is None:
+                    return
+                await asyncio.sleep(interval)
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            err_console.print("stopped")
+
+
+def _print_fleet(report: FleetReport) -> None:
+    for before, after in report.changes:
+        console.print(f"  {after.kind.value} {after.name}: {before.status} → {after.status}", highlight=False)
+    for action in report.actions:
+        console.print(f"  {action}", highlight=False)
+    for error in report.errors:
+        err_console.print(f"  error: {error}", highlight=False, markup=False)
+
+
+def reconcile_command(every: str | None) -> None:
+    from jobman.backends.factory import open_backend
+    from jobman.fleet import reconcile_all
+
+    async def one_pass() -> None:
+        async with open_ledger() as ledger:
+            report = await reconcile_all(ledger, open_backend, SystemClock())
+        _print_fleet(report)
+        console.print(f"reconciled: {len(report.changes)} changed, {len(report.actions)} actions, "
+                      f"{len(report.errors)} errors", highlight=False)
+
+    _repeat(every, one_pass)
+
+
+def gc_command(dry_run: bool, every: str | None, backend: str | None, region: str) -> None:
+    from jobman.backends.factory import open_backend
+    from jobman.errors import ConfigError
+    from jobman.gc import collect_garbage, known_targets
+    from jobman.paths import jobman_home
+
+    if backend is not None and backend not in ("local", "sagemaker"):
+        with domain_errors():
+            raise ConfigError(f"--backend: expected 'local' or 'sagemaker', got {backend!r}")
+
+    async def one_pass() -> None:
+        async with open_ledger() as ledger:
+            if backend is not None:
+                targets = {(backend, region)}
+            else:
+                targets = await known_targets(ledger)
+                if (jobman_home() / "local").is_dir():
+                    targets.add(("local", region))
+            report = await collect_garbage(ledger, open_backend, SystemClock(), targets, dry_run=dry_run)
+        table = Table(title="would delete" if dry_run else "deleted", title_justify="left")
+        for column in ("kind", "name", "backend", "expired at", "why"):
+            table.add_column(column)
+        for c in report.candidates:
+            table.add_row(c.kind.value, c.name, f"{c.target[0]}/{c.target[1]}",
+                          c.expires_at.isoformat() if c.expires_at else "-", "orphan" if c.orphan else "TTL")
+        if report.candidates:
+            console.print(table)
+        if not dry_run:
+            _print_fleet(report)
+        console.print(f"gc: {len(report.candidates)} expired"
+                      f"{' (dry run: nothing deleted)' if dry_run else ''}", highlight=False)
+
+    _repeat(every, one_pass)
+
+
+def stop_command(experiment: str) -> None:
+    from jobman.backends.factory import open_backend
+    from jobman.fleet import stop_experiment
+
+    async def main() -> FleetReport:
+        async with open_ledger() as ledger:
+            return await stop_experiment(ledger, open_backend, SystemClock(), experiment)
+
+    with domain_errors():
+        report = asyncio.run(main())
+    _print_fleet(report)
+    console.print(f"stopped {experiment}", highlight=False)
+
+
+def invoke_command(
+    endpoint: str, input_csv: str, output: str, concurrency: int, max_payload_bytes: int,
+    max_rows_per_chunk: int | None, header: bool, backend_name: str | None, region: str,
+) -> None:
+    import sys
+
+    from jobman.backends.factory import open_backend
+    from jobman.config import AwsConfig
+    from jobman.errors import ConfigError
+    from jobman.invoker import InvokeOptions, InvokeSummary, invoke_stream
+    from jobman.kinds import Kind
+    from jobman.outputs import atomic_output
+
+    with domain_errors():
+        options = InvokeOptions(max_payload_bytes=max_payload_bytes, max_rows_per_chunk=max_rows_per_chunk,
+                                concurrency=concurrency, header=header)
+        if backend_name is not None and backend_name not in ("local", "sagemaker"):
+            raise ConfigError(f"--backend: expected 'local' or 'sagemaker', got {backend_name!r}")
+        if input_csv != "-" and not Path(input_csv).is_file():
+            raise ConfigError(f"{input_csv}: no such file")
+
+    progress = Progress(
+        TextColumn("invoking"), TextColumn("{task.completed:,.0f} rows"),
+        TextColumn("{task.fields[rate]} rows/s"), TimeElapsedColumn(),
+        console=err_console, transient=True, disable=not err_console.is_terminal,
+    )
+    task = progress.add_task("rows", total=None, rate="-")
+
+    def advance(rows: int) -> None:
+        progress.advance(task, rows)
+        elapsed = progress.tasks[0].elapsed or 0
+        if elapsed > 0:
+            progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:,.0f}")
+
+    async def main() -> InvokeSummary:
+        async with open_ledger() as ledger:
+            known = await ledger.resource_by_name(Kind.ENDPOINT, endpoint)
+            run = await ledger.run(known.run_id) if known is not None else None
+        name, region_name = (run.backend, run.region) if run is not None else (backend_name or "local", region)
+        backend = await open_backend(name, AwsConfig(region=region_name))
+
+        async def send(body: bytes) -> bytes:
+            return await backend.invoke_endpoint(endpoint, body, "text/csv")
+
+        try:
+            # The invoker reads its input in large blocks between sends; opening it here is no stall.
+            src = sys.stdin.buffer if input_csv == "-" else open(input_csv, "rb")  # noqa: SIM115, ASYNC230
+            with src, atomic_output(output) as dst, progress:
+                return await invoke_stream(send, src, dst, options, on_progress=advance)
+        finally:
+            await backend.aclose()
+
+    with domain_errors():
+        summary = asyncio.run(main())
+    err_console.print(f"{summary.rows:,} predictions from {endpoint} in {summary.chunks} requests "
+                      f"({summary.retries} retried), {summary.elapsed_s:.2f}s", highlight=False)

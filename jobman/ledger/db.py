@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from jobman.errors import LedgerError
+from jobman.filelock import file_lock
 from jobman.paths import jobman_home
 
 BUSY_TIMEOUT_MS = 30_000
@@ -94,16 +94,6 @@ async def _run_alembic(engine: AsyncEngine, action: Any) -> None:
         await conn.run_sync(run)
 
 
-@contextmanager
-def _file_lock(path: Path) -> Any:
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _sqlite_path(engine: AsyncEngine) -> Path | None:
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
@@ -122,7 +112,7 @@ async def ensure_schema(engine: AsyncEngine) -> None:
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
             lock = db_path.with_name(db_path.name + ".migrate.lock")
-            with _file_lock(lock):  # one process migrates; the others wait, then find it done
+            async with file_lock(lock):  # one process migrates; the others wait, then find it done
                 if await current_revision(engine) is None:
                     await upgrade(engine)
         else:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from jobman.kinds import Kind
@@ -242,6 +242,25 @@ class Ledger:
                 row.details = {**(row.details or {}), **observation.details}
             row.observed_at = at
             return _plain(Resource, row)
+
+    async def touch(self, resource_ids: list[int], *, at: datetime) -> None:
+        """Observed, unchanged: only the observation time moves."""
+        if not resource_ids:
+            return
+        async with self._session() as s:
+            await s.execute(update(ResourceModel).where(ResourceModel.id.in_(resource_ids)).values(observed_at=at))
+
+    async def claim_deletion(self, resource_id: int, *, at: datetime) -> bool:
+        """Mark a resource Deleting unless another process already did: one writer wins (BEGIN IMMEDIATE)."""
+        async with self._session() as s:
+            row = await s.get_one(ResourceModel, resource_id)
+            if row.status in ("Deleting", "Absent"):
+                return False
+            s.add(EventModel(resource_id=row.id, at=at, from_status=row.status, to_status="Deleting",
+                             message="delete requested"))
+            row.status = "Deleting"
+            row.updated_at = at
+            return True
 
     async def note(self, resource_id: int, message: str, *, at: datetime) -> None:
         """An event that is not a status change: a deadline action, a drift, a stop request."""

@@ -13,8 +13,9 @@ from jobman.errors import BackendError, RunFailed, WaitTimeout
 from jobman.kinds import Kind
 from jobman.ledger.store import Ledger, Resource
 from jobman.reconciler import Reconciler
-from jobman.run import ExperimentRun, SilentReporter, Timing
+from jobman.run import ExperimentRun, SilentReporter
 from jobman.states import ABSENT, Desired
+from jobman.timing import Timing
 from tests.conftest import write_experiment
 
 TIMING = Timing(training_poll_s=5, endpoint_poll_s=15)

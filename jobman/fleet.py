@@ -1,0 +1,98 @@
+"""Operations over everything in the ledger: group resources by the backend they live on, reconcile, stop.
+
+A ledger can hold runs on several backends and regions; each group is observed and acted on through
+its own backend, opened once per operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from jobman.backends.base import Backend
+from jobman.clock import Clock
+from jobman.config import AwsConfig
+from jobman.errors import ConfigError
+from jobman.ledger.store import Ledger, Resource, Run
+from jobman.reconciler import PassResult, Reconciler, teardown_chain
+from jobman.states import ABSENT, Desired
+from jobman.timing import Timing
+
+Target = tuple[str, str]  # (backend name, region)
+OpenBackend = Callable[[str, AwsConfig], Awaitable[Backend]]
+
+
+@dataclass
+class FleetReport:
+    actions: list[str] = field(default_factory=list)
+    changes: list[tuple[Resource, Resource]] = field(default_factory=list)  # (before, after)
+    errors: list[str] = field(default_factory=list)
+
+    def absorb(self, before: list[Resource], result: PassResult) -> list[Resource]:
+        after = [result.get(r) for r in before]
+        self.changes.extend((b, a) for b, a in zip(before, after, strict=True) if b.status != a.status)
+        self.actions.extend(result.actions)
+        self.errors.extend(f"{r.kind.value} {r.name}: {e}" for r, e in result.errors)
+        return after
+
+
+async def runs_by_id(ledger: Ledger) -> dict[int, Run]:
+    runs: dict[int, Run] = {}
+    for exp in await ledger.experiments():
+        runs.update({run.id: run for run in await ledger.runs(exp.id)})
+    return runs
+
+
+async def group_by_target(ledger: Ledger, resources: list[Resource]) -> dict[Target, list[Resource]]:
+    runs = await runs_by_id(ledger)
+    groups: dict[Target, list[Resource]] = {}
+    for r in resources:
+        run = runs[r.run_id]
+        groups.setdefault((run.backend, run.region), []).append(r)
+    return groups
+
+
+@asynccontextmanager
+async def opened(open_backend: OpenBackend, target: Target) -> AsyncIterator[Backend]:
+    backend = await open_backend(target[0], AwsConfig(region=target[1]))
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+def live(r: Resource) -> bool:
+    """Worth observing: anything not both unwanted and gone."""
+    return not (r.desired is Desired.ABSENT and r.status == ABSENT)
+
+
+async def reconcile_all(ledger: Ledger, open_backend: OpenBackend, clock: Clock) -> FleetReport:
+    """One pass over every live resource in the ledger: record drift, act on deadlines, finish teardowns."""
+    report = FleetReport()
+    tracked = [r for r in await ledger.resources() if live(r)]
+    for target, group in (await group_by_target(ledger, tracked)).items():
+        async with opened(open_backend, target) as backend:
+            result = await Reconciler(ledger, backend, clock).reconcile(group)
+            report.absorb(group, result)
+    return report
+
+
+async def stop_experiment(ledger: Ledger, open_backend: OpenBackend, clock: Clock, name: str) -> FleetReport:
+    """Tear down every run of the experiment: endpoint chain deleted, a running training job stopped."""
+    exp = await ledger.experiment(name)
+    if exp is None:
+        known = ", ".join(e.name for e in await ledger.experiments()) or "none"
+        raise ConfigError(f"experiment {name!r} is not in the ledger (known: {known})")
+    report = FleetReport()
+    runs = await ledger.runs(exp.id)
+    chain = [r for r in teardown_chain(await ledger.resources(run_ids=[run.id for run in runs])) if live(r)]
+    for target, group in (await group_by_target(ledger, chain)).items():
+        async with opened(open_backend, target) as backend:
+            poll_s = Timing.for_backend(target[0]).endpoint_poll_s
+            await Reconciler(ledger, backend, clock).tear_down(group, poll_s=poll_s, on_pass=report.absorb)
+    for run in runs:
+        if not run.finished:
+            await ledger.update_run(run.id, status="stopped", message="stopped by jobman stop",
+                                    finished_at=clock.now())
+    return report

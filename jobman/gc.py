@@ -1,0 +1,149 @@
+"""Garbage collection: endpoints past their TTL, and orphans the ledger does not know.
+
+1. Expired: a ledger endpoint whose `expires_at` has passed and that still exists is torn down with
+   its endpoint config and model (desired := absent, then the reconciler converges).
+2. Orphans: resources on a backend tagged `jobman:managed=true` that no ledger row names (a lost or
+   different ledger file) and whose `jobman:expires-at` has passed. They are first adopted into the
+   ledger (experiment from their tag, a run marked "orphaned", desired absent) so that the reconciler
+   deletes them like anything else and the ledger keeps the record. Untagged resources are never touched.
+
+A gc pass holds `$JOBMAN_HOME/gc.lock`, so two gc processes at once delete each resource once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from jobman.backends.base import Backend
+from jobman.clock import Clock, parse_utc_iso
+from jobman.filelock import file_lock
+from jobman.fleet import FleetReport, OpenBackend, Target, group_by_target, live, opened, runs_by_id
+from jobman.kinds import KIND_API, TEARDOWN_ORDER, Kind
+from jobman.ledger.store import Ledger, Observation, Resource
+from jobman.paths import jobman_home
+from jobman.reconciler import Reconciler, teardown_chain
+from jobman.states import ABSENT, PRESENT
+from jobman.timing import Timing
+
+TAG_MANAGED = "jobman:managed"
+TAG_EXPERIMENT = "jobman:experiment"
+TAG_EXPIRES = "jobman:expires-at"
+ORPHANS_EXPERIMENT = "orphans"  # where orphans without a usable experiment tag are recorded
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: Kind
+    name: str
+    target: Target
+    expires_at: datetime | None
+    orphan: bool
+    experiment: str
+    arn: str | None = None
+    status: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass
+class GcReport(FleetReport):
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+async def expired_in_ledger(ledger: Ledger, now: datetime) -> list[Resource]:
+    """Expired endpoints still wanted, plus the configs and models of their runs."""
+    resources = [r for r in await ledger.resources() if live(r)]
+    expired_runs = {
+        r.run_id for r in resources
+        if r.kind is Kind.ENDPOINT and r.expires_at is not None and r.expires_at <= now and r.status != ABSENT
+    }
+    return [r for r in teardown_chain(resources) if r.run_id in expired_runs and r.kind in TEARDOWN_ORDER]
+
+
+async def find_orphans(
+    backend: Backend, target: Target, known: set[tuple[Kind, str]], now: datetime
+) -> list[Candidate]:
+    """Tagged, expired, unknown to the ledger: one List per kind, ListTags only for names the ledger lacks."""
+    found: list[Candidate] = []
+    for kind in TEARDOWN_ORDER:
+        api = KIND_API[kind]
+        for summary in await backend.list_summaries(kind):
+            name = summary[api.name_key]
+            if (kind, name) in known:
+                continue
+            status = summary.get(api.status_key) if api.status_key else PRESENT
+            if status == "Deleting":
+                continue
+            tags = await backend.list_tags(summary[api.arn_key])
+            if tags.get(TAG_MANAGED) != "true":
+                continue  # not jobman's: never touched
+            expires_at = parse_utc_iso(tags.get(TAG_EXPIRES, ""))
+            if expires_at is None or expires_at > now:
+                continue
+            experiment = tags.get(TAG_EXPERIMENT) or ORPHANS_EXPERIMENT
+            created = summary.get("CreationTime")
+            found.append(Candidate(kind, name, target, expires_at, True, experiment, summary[api.arn_key], status,
+                                   created if isinstance(created, datetime) else None))
+    return found
+
+
+async def adopt_orphans(ledger: Ledger, orphans: list[Candidate], now: datetime) -> list[Resource]:
+    """Record orphans in the ledger (one "orphaned" run per experiment tag) so the reconciler can delete them."""
+    adopted: list[Resource] = []
+    runs: dict[tuple[str, Target], int] = {}
+    for o in orphans:
+        key = (o.experiment, o.target)
+        if key not in runs:
+            exp = await ledger.experiment(o.experiment, create_at=now)
+            assert exp is not None
+            run = await ledger.start_run(exp.id, digest="orphaned", backend=o.target[0], region=o.target[1],
+                                         config_path="-", at=now)
+            await ledger.update_run(run.id, status="orphaned", message="adopted by jobman gc", finished_at=now)
+            runs[key] = run.id
+        # Created when the backend says, so the reconciler's creation-time filter still lists it.
+        row = await ledger.add_resource(runs[key], o.kind, o.name, {}, at=o.created_at or now, expires_at=o.expires_at)
+        row = await ledger.record(row.id, Observation(status=o.status or PRESENT, arn=o.arn,
+                                                      message="orphan: tagged by jobman, unknown to this ledger"),
+                                  at=now)
+        adopted.append(row)
+    return adopted
+
+
+async def collect(ledger: Ledger, open_backend: OpenBackend, clock: Clock, targets: set[Target]) -> GcReport:
+    """What a gc pass would delete, touching nothing."""
+    now = clock.now()
+    report = GcReport()
+    expired = await expired_in_ledger(ledger, now)
+    runs = await runs_by_id(ledger)
+    for r in expired:
+        run = runs[r.run_id]
+        exp_name = next((e.name for e in await ledger.experiments() if e.id == run.experiment_id), "?")
+        report.candidates.append(Candidate(r.kind, r.name, (run.backend, run.region), r.expires_at, False,
+                                           exp_name, r.arn, r.status))
+    known = {(r.kind, r.name) for r in await ledger.resources()}
+    for target in sorted(targets | set((await group_by_target(ledger, expired)).keys())):
+        async with opened(open_backend, target) as backend:
+            report.candidates.extend(await find_orphans(backend, target, known, now))
+    return report
+
+
+async def collect_garbage(
+    ledger: Ledger, open_backend: OpenBackend, clock: Clock, targets: set[Target], *, dry_run: bool
+) -> GcReport:
+    if dry_run:
+        return await collect(ledger, open_backend, clock, targets)
+    async with file_lock(jobman_home() / "gc.lock"):  # a second gc waits here, then finds the work done
+        report = await collect(ledger, open_backend, clock, targets)
+        now = clock.now()
+        adopted = await adopt_orphans(ledger, [c for c in report.candidates if c.orphan], now)
+        expired = await expired_in_ledger(ledger, now)
+        for target, group in (await group_by_target(ledger, expired + adopted)).items():
+            async with opened(open_backend, target) as backend:
+                poll_s = Timing.for_backend(target[0]).endpoint_poll_s
+                await Reconciler(ledger, backend, clock).tear_down(group, poll_s=poll_s, on_pass=report.absorb)
+        return report
+
+
+async def known_targets(ledger: Ledger) -> set[Target]:
+    return {(run.backend, run.region) for run in (await runs_by_id(ledger)).values()}
+

@@ -1,0 +1,159 @@
+"""gc, stop, fleet-wide reconcile and cost, against the in-memory backend on a fake clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from jobman.backends.fake import FakeBackend
+from jobman.clock import FakeClock, utc_iso
+from jobman.config import AwsConfig, Experiment, load_experiment
+from jobman.cost import hourly_usd, resource_cost
+from jobman.errors import ConfigError
+from jobman.fleet import reconcile_all, stop_experiment
+from jobman.gc import collect_garbage
+from jobman.kinds import Kind
+from jobman.ledger.store import Ledger
+from jobman.run import ExperimentRun
+from jobman.states import ABSENT
+from jobman.status import status_view
+from jobman.timing import Timing
+from tests.conftest import write_experiment
+
+TARGET = ("fake", "us-east-1")
+
+
+@pytest.fixture
+def backend(clock: FakeClock) -> FakeBackend:
+    return FakeBackend(now=clock.now, endpoint_polls=0, training_polls=0)
+
+
+@pytest.fixture
+def opener(backend: FakeBackend):  # type: ignore[no-untyped-def]
+    async def open_backend(name: str, aws: AwsConfig) -> FakeBackend:
+        assert (name, aws.region) == TARGET
+        return backend
+
+    return open_backend
+
+
+def kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Experiment:
+    monkeypatch.chdir(tmp_path)
+    return load_experiment(write_experiment(tmp_path / "exp.toml", {"keep = false": "keep = true"}))
+
+
+async def run_kept(x: Experiment, ledger: Ledger, backend: FakeBackend, clock: FakeClock) -> None:
+    # The fake backend's runs are recorded as backend "fake" so fleet operations open the fake.
+    x = Experiment(**{**x.__dict__, "backend": "fake"})
+    await ExperimentRun(x, ledger, backend, clock=clock, timing=Timing(1, 1)).execute()
+
+
+def tags(expires: str | None, experiment: str = "lost") -> list[dict[str, str]]:
+    found = [{"Key": "jobman:managed", "Value": "true"}, {"Key": "jobman:experiment", "Value": experiment}]
+    if expires:
+        found.append({"Key": "jobman:expires-at", "Value": expires})
+    return found
+
+
+async def test_ttl_expired_endpoint_is_deleted_with_its_chain(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await run_kept(kept(tmp_path, monkeypatch), ledger, backend, clock)
+    early = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=True)
+    assert early.candidates == []
+    clock.advance(3601)
+    dry = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=True)
+    assert sorted(c.kind.value for c in dry.candidates) == ["endpoint", "endpoint_config", "model"]
+    assert backend.calls["delete_endpoint"] == 0 and (Kind.ENDPOINT, "boston-xgboost-r1-endpoint") in backend.resources
+    report = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=False)
+    assert len(report.candidates) == 3
+    assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB]
+    assert [op for op in backend.history if op.startswith("delete_")] == [
+        "delete_endpoint", "delete_endpoint_config", "delete_model"]
+    again = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=False)
+    assert again.candidates == [] and backend.calls["delete_endpoint"] == 1
+
+
+async def test_orphans_tagged_and_expired_are_deleted_untagged_never(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener
+) -> None:
+    past, future = utc_iso(clock.now() - timedelta(hours=1)), utc_iso(clock.now() + timedelta(hours=1))
+    await backend.create(Kind.MODEL, {"ModelName": "lost-m", "Tags": tags(past)})
+    await backend.create(Kind.ENDPOINT_CONFIG, {"EndpointConfigName": "lost-c", "Tags": tags(past)})
+    await backend.create(Kind.ENDPOINT, {"EndpointName": "lost-e", "Tags": tags(past)})
+    await backend.create(Kind.ENDPOINT, {"EndpointName": "fresh-e", "Tags": tags(future)})
+    await backend.create(Kind.ENDPOINT, {"EndpointName": "no-ttl-e", "Tags": tags(None)})
+    await backend.create(Kind.ENDPOINT, {"EndpointName": "someone-elses", "Tags": []})
+    dry = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=True)
+    assert sorted(c.name for c in dry.candidates) == ["lost-c", "lost-e", "lost-m"]
+    assert all(c.orphan for c in dry.candidates)
+    assert await ledger.experiments() == []  # a dry run writes nothing
+    await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=False)
+    assert sorted(name for _, name in backend.resources) == ["fresh-e", "no-ttl-e", "someone-elses"]
+    # The orphans are on record now, under the experiment their tag named.
+    exp = await ledger.experiment("lost")
+    assert exp is not None
+    [run] = await ledger.runs(exp.id)
+    assert run.status == "orphaned"
+    rows = await ledger.resources(run_ids=[run.id])
+    assert sorted((r.name, r.status) for r in rows) == [("lost-c", ABSENT), ("lost-e", ABSENT), ("lost-m", ABSENT)]
+
+
+async def test_stop_tears_down_and_stops_training(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await run_kept(kept(tmp_path, monkeypatch), ledger, backend, clock)
+    # A second, unfinished run whose training job is still going.
+    exp = await ledger.experiment("boston-xgboost")
+    assert exp is not None
+    run = await ledger.start_run(exp.id, digest="x", backend="fake", region="us-east-1", config_path="-",
+                                 at=clock.now())
+    spec = {"TrainingJobName": "boston-xgboost-r2-train", "Tags": [],
+            "OutputDataConfig": {"S3OutputPath": "s3://b/o"}}
+    backend.training_polls = 10**6
+    job = await ledger.add_resource(run.id, Kind.TRAINING_JOB, "boston-xgboost-r2-train", spec, at=clock.now())
+    from jobman.reconciler import Reconciler
+
+    await Reconciler(ledger, backend, clock).reconcile([job], create=True)
+    await stop_experiment(ledger, opener, clock, "boston-xgboost")
+    assert backend.calls["stop_training_job"] == 1
+    assert backend.resources[(Kind.TRAINING_JOB, "boston-xgboost-r2-train")].status == "Stopped"
+    assert not [k for k, _ in backend.resources if k is not Kind.TRAINING_JOB]
+    job = await ledger.resource(job.id)
+    assert job.status == "Stopped" and job.stop_requested  # asked for: not a failure
+    assert [r.status for r in await ledger.runs(exp.id)] == ["succeeded", "stopped"]
+    with pytest.raises(ConfigError, match="experiment 'nope' is not in the ledger"):
+        await stop_experiment(ledger, opener, clock, "nope")
+
+
+async def test_reconcile_records_drift(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await run_kept(kept(tmp_path, monkeypatch), ledger, backend, clock)
+    del backend.resources[(Kind.ENDPOINT, "boston-xgboost-r1-endpoint")]
+    report = await reconcile_all(ledger, opener, clock)
+    assert [(a.name, a.status) for _, a in report.changes] == [("boston-xgboost-r1-endpoint", ABSENT)]
+    assert backend.calls["create_endpoint"] == 1  # recorded, not recreated: only a resumed run recreates
+
+
+async def test_cost(ledger: Ledger, backend: FakeBackend, clock: FakeClock, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    await run_kept(kept(tmp_path, monkeypatch), ledger, backend, clock)
+    clock.advance(1800)
+    view = await status_view(ledger, clock.now())
+    [exp] = view["experiments"]
+    endpoint = next(r for r in exp["resources"] if r["kind"] == "endpoint")
+    price = hourly_usd(Kind.ENDPOINT, "ml.m4.xlarge")
+    assert price is not None and endpoint["billed_s"] >= 1800
+    assert endpoint["cost_usd"] == pytest.approx(endpoint["billed_s"] / 3600 * price, rel=1e-3)
+    assert exp["cost_usd"] is not None and view["total_cost_usd"] == exp["cost_usd"]
+    assert view["prices"]["as_of"]
+    row = await ledger.resource_by_name(Kind.ENDPOINT, "boston-xgboost-r1-endpoint")
+    assert row is not None
+    unknown = resource_cost(row.__class__(**{**row.__dict__, "instance_type": "ml.z9.mega"}), "sagemaker",
+                            clock.now())
+    assert unknown is not None and unknown.usd is None  # unknown, never zero
+    local = resource_cost(row, "local", clock.now())
+    assert local is not None and local.usd == 0.0
