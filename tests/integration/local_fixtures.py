@@ -6,10 +6,8 @@ still names, so no test leaves a process behind.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import pytest
 from botocore.config import Config
 
 from jobman.backends.local import supervisor
+from jobman.backends.local.artifacts import pack_model
 from jobman.backends.local.daemon import ensure_running, stop_server
 from jobman.backends.local.store import layout, read_json
 from jobman.images import xgboost_image_uri
@@ -115,13 +114,7 @@ def tiny_model_artifact(rows: int = 200, features: int = 13, seed: int = 0) -> b
     x = rng.random((rows, features))
     y = x @ rng.random(features) * 10
     booster = xgb.train({"max_depth": 3, "nthread": 1}, xgb.DMatrix(x, label=y), num_boost_round=20)
-    model = bytes(booster.save_raw("ubj"))
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        member = tarfile.TarInfo("xgboost-model")
-        member.size = len(model)
-        tar.addfile(member, io.BytesIO(model))
-    return archive.getvalue()
+    return pack_model(booster)
 
 
 def deploy(server: LocalServer, name: str, artifact: bytes | None = None, *, wait: bool = True) -> dict[str, Any]:

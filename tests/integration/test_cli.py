@@ -49,7 +49,7 @@ def test_bad_input(tmp_path: Path, jobman_home: Path, replace: dict[str, str], m
 def test_missing_file_and_help(tmp_path: Path) -> None:
     done = jobman("run", "nope.toml", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (2, "Error: nope.toml: no such file\n")
-    for command in ("run", "status", "db", "local"):
+    for command in ("run", "status", "db", "local", "invoke", "reconcile", "gc", "stop"):
         shown = jobman(command, "--help", cwd=tmp_path)
         assert shown.returncode == 0 and "Usage" in shown.stdout, command
 
@@ -58,3 +58,19 @@ def test_status_on_an_empty_ledger(tmp_path: Path) -> None:
     done = jobman("status", "--json", cwd=tmp_path)
     assert done.returncode == 0
     assert '"experiments": []' in done.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["stop", "ghost"], "Error: experiment 'ghost' is not in the ledger (known: none)\n"),
+    (["gc", "--every", "often"], "Error: --every: expected a duration like '30s', '5m' or '1h', got 'often'\n"),
+    (["gc", "--backend", "azure"], "Error: --backend: expected 'local' or 'sagemaker', got 'azure'\n"),
+    (["reconcile", "--every", "-1m"], "Error: --every: expected a duration like '30s', '5m' or '1h', got '-1m'\n"),
+    (["invoke", "ep", "missing.csv"], "Error: missing.csv: no such file\n"),
+    (["invoke", "ep", "-", "--concurrency", "0"], "Error: concurrency must be at least 1, not 0\n"),
+])
+def test_bad_command_input(tmp_path: Path, jobman_home: Path, args: list[str], message: str) -> None:
+    subprocess.run([sys.executable, "-m", "jobman", "db", "upgrade"], check=True, capture_output=True)
+    before = ledger_dump(jobman_home)
+    done = jobman(*args, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (2, message)
+    assert ledger_dump(jobman_home) == before

@@ -24,12 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from jobman.backends.local import supervisor
+from jobman.backends.local.artifacts import MODEL_FILE
 from jobman.backends.local.logstore import LogStore
 from jobman.backends.local.objects import ObjectError, ObjectStore, parse_s3_uri
 from jobman.backends.local.store import Layout, atomic_write_json, read_json
 
 MAX_PAYLOAD = 6 * 1024 * 1024  # 6,291,456 bytes: SageMaker's InvokeEndpoint limit
-MODEL_FILE = "xgboost-model"
 
 
 class BadRequest(Exception):

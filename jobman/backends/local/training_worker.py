@@ -10,10 +10,8 @@ StoppingCondition.MaxRuntimeInSeconds (as MaxRuntimeExceeded).
 from __future__ import annotations
 
 import argparse
-import io
 import signal
 import sys
-import tarfile
 import time
 import traceback
 import warnings
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jobman.backends.local import arns, supervisor
+from jobman.backends.local.artifacts import pack_model
 from jobman.backends.local.logstore import TRAINING_GROUP, LogStore
 from jobman.backends.local.objects import ObjectError, ObjectStore, parse_s3_uri
 from jobman.backends.local.store import Layout, RecordStore
@@ -183,14 +182,8 @@ class TrainingRun:
         output = (self.record.get("OutputDataConfig") or {}).get("S3OutputPath", "")
         bucket, prefix = parse_s3_uri(output)
         key = "/".join(filter(None, (prefix.strip("/"), self.name, "output", "model.tar.gz")))
-        model = bytes(booster.save_raw("ubj"))
-        archive = io.BytesIO()
-        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-            member = tarfile.TarInfo("xgboost-model")
-            member.size, member.mtime, member.mode = len(model), int(time.time()), 0o644
-            tar.addfile(member, io.BytesIO(model))
         try:
-            self.objects.put_bytes(bucket, key, archive.getvalue(), "application/x-tar")
+            self.objects.put_bytes(bucket, key, pack_model(booster), "application/x-tar")
         except ObjectError as exc:
             raise ClientError(f"Could not upload the model to {output}: {exc.message}") from exc
         return f"s3://{bucket}/{key}"
