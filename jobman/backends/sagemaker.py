@@ -19,7 +19,8 @@ from typing import Any
 import aioboto3
 import aiohttp
 from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from jobman.backoff import Backoff, RateLimiter, retry
 from jobman.errors import BackendError, InvokeError, ResourceInUse, ResourceNotFound
@@ -33,6 +34,8 @@ THROTTLING = frozenset({
 INVOKE_RETRYABLE = THROTTLING | {
     "ServiceUnavailable", "ModelNotReadyException", "InternalFailure", "InternalDependencyException",
 }
+# Refused, reset or timed-out connections (and their subclasses); not NoCredentialsError, ParamValidationError, …
+TRANSIENT_BOTOCORE = (HTTPClientError, BotoConnectionError)
 CONTROL_BACKOFF = Backoff(attempts=5, base_s=0.5, cap_s=20.0)  # after botocore's own retries
 _NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity"})
 
@@ -59,6 +62,11 @@ def translate(exc: ClientError, what: str) -> BackendError:
         return ResourceInUse(f"{what}: {message}")
     retryable = code in THROTTLING or _http_status(exc) >= 500
     return BackendError(f"{what}: {code}: {message}", code=code, retryable=retryable)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Connection trouble may pass; missing credentials or a bad parameter will not."""
+    return not isinstance(exc, BotoCoreError) or isinstance(exc, TRANSIENT_BOTOCORE)
 
 
 def _is_throttle(exc: BaseException) -> bool:
@@ -98,8 +106,9 @@ class AwsBackend:
         self._stack = AsyncExitStack()
         self._clients: dict[str, Any] = {}
         self._client_lock = asyncio.Lock()
-        self._control = asyncio.Semaphore(control_concurrency)
-        self._limiter = RateLimiter(control_rate_per_s, burst=control_concurrency, sleep=sleep)
+        # Each API family (sagemaker, s3, logs, sts) has its own AWS limits, so each gets its own bounds.
+        self._bounds: dict[str, tuple[asyncio.Semaphore, RateLimiter]] = {}
+        self._control_concurrency, self._control_rate_per_s = control_concurrency, control_rate_per_s
         self._backoff, self._sleep = backoff, sleep
         self.calls: Counter[str] = Counter()  # API calls made, by operation: what the benchmarks count
 
@@ -116,19 +125,28 @@ class AwsBackend:
         await self._stack.aclose()
         self._clients.clear()
 
+    def _bounds_for(self, service: str) -> tuple[asyncio.Semaphore, RateLimiter]:
+        if service not in self._bounds:
+            self._bounds[service] = (
+                asyncio.Semaphore(self._control_concurrency),
+                RateLimiter(self._control_rate_per_s, burst=self._control_concurrency, sleep=self._sleep),
+            )
+        return self._bounds[service]
+
     async def _call(self, service: str, operation: str, what: str, **params: Any) -> dict[str, Any]:
         client = await self._client(service)
+        semaphore, limiter = self._bounds_for(service)
 
         async def once() -> dict[str, Any]:
-            async with self._control:
-                await self._limiter.acquire()
+            async with semaphore:
+                await limiter.acquire()
                 self.calls[operation] += 1
                 try:
                     return await getattr(client, operation)(**params)  # type: ignore[no-any-return]
                 except ClientError as exc:
                     raise translate(exc, what) from None
                 except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
-                    raise BackendError(f"{what}: {exc}", code=type(exc).__name__, retryable=True) from None
+                    raise BackendError(f"{what}: {exc}", code=type(exc).__name__, retryable=_transient(exc)) from None
 
         return await retry(once, retryable=_is_throttle, policy=self._backoff, sleep=self._sleep)
 
@@ -252,4 +270,5 @@ class AwsBackend:
             retryable = code in INVOKE_RETRYABLE or _http_status(exc) >= 500
             raise InvokeError(f"{code}: {message}", code=code, retryable=retryable) from None
         except (BotoCoreError, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            raise InvokeError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=True) from None
+            retryable = _transient(exc)
+            raise InvokeError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=retryable) from None

@@ -89,3 +89,29 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
         busy = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
     await engine.dispose()
     assert (mode, keys, busy) == ("wal", 1, 30000)
+
+
+async def test_concurrent_writers_wait_instead_of_failing(tmp_path: Path) -> None:
+    """Two engines are two connections, as two jobman processes are: BEGIN IMMEDIATE + busy_timeout."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from jobman.kinds import Kind
+    from jobman.ledger.store import Ledger
+
+    engines = [make_engine(url(tmp_path)) for _ in range(2)]
+    await ensure_schema(engines[0])
+    ledgers = [Ledger(e) for e in engines]
+    now = datetime.now(UTC)
+    exp = await ledgers[0].experiment("race", create_at=now)
+    assert exp is not None
+    run = await ledgers[0].start_run(exp.id, digest="d", backend="local", region="us-east-1", config_path="-", at=now)
+
+    async def writer(ledger: Ledger, tag: str) -> None:
+        for i in range(40):
+            await ledger.add_resource(run.id, Kind.MODEL, f"race-{tag}-{i}", {}, at=now)
+
+    await asyncio.gather(writer(ledgers[0], "a"), writer(ledgers[1], "b"))
+    assert len(await ledgers[1].resources(run_ids=[run.id])) == 80
+    for engine in engines:
+        await engine.dispose()
