@@ -108,13 +108,15 @@ class ExperimentRun:
             data = prepare(self.x, load_table(self.x), out_dir / "data")
             channels = await self._upload(run, data)
             job = await self._train(run, channels)
-            endpoint = await self._deploy(run, job)
             metrics = run.metrics
-            if metrics is None:  # a resumed run that already evaluated does not invoke again
+            # A resumed run that already evaluated neither invokes again nor brings back a deleted endpoint.
+            endpoint = await self._deploy(run, job) if metrics is None or self.x.endpoint.keep else None
+            if metrics is None:
+                assert endpoint is not None
                 metrics = await self._evaluate(endpoint, data, out_dir)
                 run = await self.ledger.update_run(run.id, metrics=metrics)
             outcome.metrics = metrics
-            if self.x.endpoint.keep:
+            if endpoint is not None and self.x.endpoint.keep:
                 outcome.kept_endpoint = endpoint
                 self.reporter.step(
                     f"keeping endpoint {endpoint.name} until {utc_iso(endpoint.expires_at)}"

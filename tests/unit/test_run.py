@@ -244,3 +244,15 @@ async def test_one_error_does_not_stop_the_pass(ledger: Ledger, backend: FakeBac
     result = await Reconciler(ledger, backend, clock).reconcile(rows, create=True)
     assert len(result.errors) == 1
     assert sorted(result.get(r).status for r in rows) == [ "Pending", "Present", "Present"]
+
+
+async def test_crash_during_teardown_resumes_the_teardown(
+    experiment: Experiment, ledger: Ledger, backend: FakeBackend, clock: FakeClock
+) -> None:
+    """Killed after evaluation, with the endpoint already deleted: the rerun finishes, deploying nothing."""
+    with pytest.raises(Killed):
+        await make_run(experiment, ledger, backend, clock, CrashAt(Kind.ENDPOINT, ABSENT)).execute()
+    outcome = await make_run(experiment, ledger, backend, clock).execute()
+    assert outcome.resumed and outcome.run.status == "succeeded"
+    assert backend.calls["create_endpoint"] == 1 and backend.calls["invoke_endpoint"] == 1
+    assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB]
