@@ -137,11 +137,16 @@ class ExperimentRun:
         latest = await self.ledger.latest_run(exp.id)
         digest = self.x.digest
         if latest is not None and not latest.finished:
-            if latest.digest == digest and latest.backend == self.x.backend:
+            same_place = (latest.backend, latest.region) == (self.x.backend, self.x.aws.region)
+            if latest.digest == digest and same_place:
                 return latest, True
             # The file changed: a new run, and the unfinished one is torn down rather than left billing.
-            self.reporter.step(f"run {latest.number} was made from a different file: tearing it down")
-            await self.teardown(latest)
+            if same_place:
+                self.reporter.step(f"run {latest.number} was made from a different file: tearing it down")
+                await self.teardown(latest)
+            else:  # its resources live elsewhere; their TTL tags bound them, `jobman stop` ends them now
+                self.reporter.step(f"run {latest.number} is on {latest.backend}/{latest.region}: left to its TTL "
+                                   f"(`jobman stop {self.x.name}` tears it down now)")
             await self.ledger.update_run(latest.id, status="superseded", finished_at=now)
         run = await self.ledger.start_run(
             exp.id, digest=digest, backend=self.x.backend, region=self.x.aws.region,
