@@ -85,17 +85,27 @@ class Reconciler:
         timeout_s: float = TEARDOWN_TIMEOUT_S,
         on_pass: Callable[[list[Resource], PassResult], list[Resource]] | None = None,
     ) -> list[Resource]:
-        """Mark `resources` unwanted and reconcile until all are gone (or stopped); past the timeout, raise."""
+        """Mark `resources` unwanted and reconcile until all are gone (or stopped); past the timeout, raise.
+
+        A resource whose delete fails for good (access denied, say) stops being waited for; the others
+        still converge, then its error is raised.
+        """
         if not resources:
             return []
         now = self.clock.now()
         await self.ledger.set_desired([r.id for r in resources], Desired.ABSENT, at=now)
         current = [await self.ledger.resource(r.id) for r in resources]
         deadline = now + timedelta(seconds=timeout_s)
+        failed: list[str] = []
         while True:
             result = await self.reconcile(current)
             current = on_pass(current, result) if on_pass else [result.get(r) for r in current]
+            given_up = {r.id for r, e in result.errors if not e.retryable}
+            failed += [str(e) for r, e in result.errors if not e.retryable]
+            current = [r for r in current if r.id not in given_up]
             if all(settled(r) for r in current):
+                if failed:
+                    raise BackendError("teardown incomplete: " + "; ".join(failed), code="TeardownFailed")
                 return current
             if self.clock.now() > deadline:
                 left = ", ".join(f"{r.name} ({r.status})" for r in current if not settled(r))
@@ -188,10 +198,12 @@ class Reconciler:
     async def _record(self, r: Resource, obs: Observation) -> Resource:
         now = self.clock.now()
         updated = await self.ledger.record(r.id, obs, at=now)
-        billed = BILLED_STATUSES.get(r.kind)
-        if billed is None:
-            return updated
         values: dict[str, Any] = {}
+        if updated.deadline_at is not None and meaning(r.kind, obs.status) in (Meaning.OK, Meaning.FAILED):
+            # A deadline bounds the way to the first settled state; a kept endpoint that is later
+            # Updating or OutOfService is not "late".
+            values["deadline_at"] = None
+        billed = BILLED_STATUSES.get(r.kind, frozenset())
         if obs.status in billed and updated.billed_from is None:
             values["billed_from"] = now
         if obs.status not in billed and updated.billed_from is not None and updated.billed_until is None:
@@ -208,7 +220,9 @@ class Reconciler:
         wanted = [r for r in resources if r.desired is Desired.PRESENT]
         now = self.clock.now()
         for r in wanted:
-            if r.deadline_at is not None and now > r.deadline_at and meaning(r.kind, r.status) is Meaning.PENDING:
+            # Pending, transient or unknown past the deadline: an unknown status never waits forever.
+            late = meaning(r.kind, r.status) in (Meaning.PENDING, Meaning.TRANSIENT, Meaning.UNKNOWN)
+            if r.deadline_at is not None and now > r.deadline_at and late:
                 await self._deadline_passed(r, result)
         if create:
             missing = [result.get(r) for r in wanted]
@@ -217,7 +231,7 @@ class Reconciler:
 
     async def _deadline_passed(self, r: Resource, result: PassResult) -> None:
         now = self.clock.now()
-        if r.kind is Kind.TRAINING_JOB and r.status != PENDING:
+        if r.kind is Kind.TRAINING_JOB and r.status not in (PENDING, "Stopping"):
             await self.ledger.note(r.id, "deadline passed: stopping the training job", at=now)
             try:
                 await self.backend.stop_training_job(r.name)
@@ -227,7 +241,7 @@ class Reconciler:
             except BackendError as exc:
                 result.errors.append((r, exc))
         elif r.kind is Kind.ENDPOINT:
-            await self.ledger.note(r.id, "deadline passed while Creating: deleting the endpoint", at=now)
+            await self.ledger.note(r.id, f"deadline passed while {r.status}: deleting the endpoint", at=now)
             await self.ledger.set_desired([r.id], Desired.ABSENT, at=now)
             result.resources[r.id] = await self.ledger.resource(r.id)
 

@@ -157,3 +157,17 @@ async def test_cost(ledger: Ledger, backend: FakeBackend, clock: FakeClock, tmp_
     assert unknown is not None and unknown.usd is None  # unknown, never zero
     local = resource_cost(row, "local", clock.now())
     assert local is not None and local.usd == 0.0
+
+
+async def test_a_permanent_delete_error_does_not_hang_teardown(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobman.errors import BackendError
+
+    await run_kept(kept(tmp_path, monkeypatch), ledger, backend, clock)
+    backend.fail_next["delete_endpoint"] = BackendError("AccessDeniedException: no", code="AccessDeniedException")
+    with pytest.raises(BackendError, match="teardown incomplete: AccessDeniedException"):
+        await stop_experiment(ledger, opener, clock, "boston-xgboost")
+    assert clock.slept_s < 60  # gave up at once instead of waiting out the teardown deadline
+    await stop_experiment(ledger, opener, clock, "boston-xgboost")  # the next try succeeds
+    assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB]

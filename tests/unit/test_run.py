@@ -256,3 +256,34 @@ async def test_crash_during_teardown_resumes_the_teardown(
     assert outcome.resumed and outcome.run.status == "succeeded"
     assert backend.calls["create_endpoint"] == 1 and backend.calls["invoke_endpoint"] == 1
     assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB]
+
+
+async def test_unknown_status_is_reported_and_bounded_by_the_deadline(
+    experiment: Experiment, ledger: Ledger, clock: FakeClock
+) -> None:
+    backend = FakeBackend(now=clock.now, endpoint_polls=10**9)
+    seen: list[str] = []
+
+    class Watch(SilentReporter):
+        def status(self, resource: Resource) -> None:
+            seen.append(resource.status)
+            if resource.kind is Kind.ENDPOINT and resource.status == "Creating":
+                backend.resources[(Kind.ENDPOINT, resource.name)].status = "Hibernating"  # not in any table
+
+    with pytest.raises(WaitTimeout):
+        await make_run(experiment, ledger, backend, clock, Watch()).execute()
+    assert "Hibernating" in seen
+    assert backend.calls["delete_endpoint"] == 1
+
+
+async def test_kept_endpoint_updating_later_is_not_late(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, tmp_path: Path
+) -> None:
+    kept = load_experiment(write_experiment(tmp_path / "exp.toml", {"keep = false": "keep = true"}))
+    outcome = await make_run(kept, ledger, backend, clock).execute()
+    assert outcome.kept_endpoint is not None and outcome.kept_endpoint.deadline_at is None
+    clock.advance(2 * 3600)
+    backend.resources[(Kind.ENDPOINT, outcome.kept_endpoint.name)].status = "Updating"
+    result = await Reconciler(ledger, backend, clock).reconcile([outcome.kept_endpoint])
+    assert result.get(outcome.kept_endpoint).status == "Updating"
+    assert backend.calls["delete_endpoint"] == 0
