@@ -1,10 +1,11 @@
 # Quick start: `make demo` runs the Boston experiment on the local backend; `make test` runs the suite.
-# Both create .venv when missing and install jobman into it.
+# Both create .venv when missing and install jobman into it (the test extra only for the targets that need it).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
 
 .PHONY: install demo test lint bench clean
 
@@ -12,23 +13,27 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(INSTALLED_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $@ $(INSTALLED)
 
-install: $(STAMP)
+install: $(INSTALLED)
 
-demo: $(STAMP)
+demo: $(INSTALLED)
 	$(BIN)/jobman run examples/boston.toml
 
-test: $(STAMP)
+test: $(INSTALLED_TEST)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-lint: $(STAMP)
+lint: $(INSTALLED_TEST)
 	$(BIN)/ruff check jobman tests bench migrations
 	$(BIN)/mypy jobman
 
-bench: $(STAMP)
+bench: $(INSTALLED_TEST)
 	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/invoke.py
 
