@@ -203,8 +203,10 @@ async def _send_chunk(
         latency_s = clock() - t0
         predictions = split_prediction_body(response)
         if len(predictions) != chunk.rows:
+            start = response[:60].decode("utf-8", "replace")
             raise InvokeError(
-                f"{chunk.label}: the endpoint returned {len(predictions)} predictions for {chunk.rows} rows",
+                f"{chunk.label}: the endpoint returned {len(predictions)} predictions for {chunk.rows} rows "
+                f"(answer began {start!r})",
                 code="PredictionCountMismatch",
             )
         return _ChunkResult(chunk, predictions, latency_s, attempt, bytes_sent)
