@@ -115,11 +115,11 @@ async def collect(ledger: Ledger, open_backend: OpenBackend, clock: Clock, targe
     report = GcReport()
     expired = await expired_in_ledger(ledger, now)
     runs = await runs_by_id(ledger)
+    experiment_names = {e.id: e.name for e in await ledger.experiments()}
     for r in expired:
         run = runs[r.run_id]
-        exp_name = next((e.name for e in await ledger.experiments() if e.id == run.experiment_id), "?")
         report.candidates.append(Candidate(r.kind, r.name, (run.backend, run.region), r.expires_at, False,
-                                           exp_name, r.arn, r.status))
+                                           experiment_names[run.experiment_id], r.arn, r.status))
     known = {(r.kind, r.name) for r in await ledger.resources()}
     for target in sorted(targets | set((await group_by_target(ledger, expired)).keys())):
         async with opened(open_backend, target) as backend:
