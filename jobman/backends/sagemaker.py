@@ -86,7 +86,7 @@ class AwsBackend:
         credentials: dict[str, str] | None = None,
         control_concurrency: int = 16,
         control_rate_per_s: float = 40.0,
-        invoke_pool: int = 64,
+        invoke_pool: int = 256,  # the most requests in flight an experiment file allows
         backoff: Backoff = CONTROL_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
