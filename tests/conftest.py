@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,6 +38,16 @@ async def ledger(jobman_home: Path) -> AsyncIterator[Ledger]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def jobman_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jobman", *args]
+
+
+def jobman(*args: str, cwd: Path, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, in its own process; COLUMNS keeps rich tables from folding names."""
+    return subprocess.run(jobman_cmd(*args), cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=timeout_s)
 
 
 def write_experiment(path: Path, replace: dict[str, str] | None = None) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -10,12 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_experiment
-
-
-def jobman(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobman", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
+from tests.conftest import jobman, write_experiment
 
 
 def ledger_dump(home: Path) -> list[str]:

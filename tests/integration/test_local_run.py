@@ -7,31 +7,20 @@ converge with nothing created twice; Ctrl-C leaves a resumable run; gc reaps wha
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jobman.backends.local.daemon import ensure_running, stop_server
-from tests.conftest import write_experiment
+from tests.conftest import jobman, jobman_cmd, write_experiment
 from tests.integration.local_fixtures import LocalServer, wait_for
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "boston-xgboost"
-
-
-def jobman_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "jobman", *args]
-
-
-def jobman(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(jobman_cmd(*args), cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=180)
 
 
 def ledger_statuses(home: Path) -> dict[str, str]:

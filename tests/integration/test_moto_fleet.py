@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -20,6 +17,7 @@ from jobman.config import AwsConfig
 from jobman.kinds import Kind
 from jobman.ledger.store import Ledger, Observation
 from jobman.reconciler import Reconciler
+from tests.conftest import jobman, write_experiment
 from tests.fault_proxy import FaultProxy
 from tests.moto_server import Moto
 
@@ -33,11 +31,6 @@ def proxy(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
 
 def sm(moto: Moto) -> Any:
     return boto3.client("sagemaker", endpoint_url=moto.url, region_name="us-east-1")
-
-
-def jobman(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobman", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
 
 
 def make_chain(client: Any, name: str, tags: list[dict[str, str]]) -> None:
@@ -133,8 +126,6 @@ async def test_throttling_is_absorbed(moto: Moto, proxy: FaultProxy, ledger: Led
 
 
 def test_drift_seen_by_reconcile_and_stop_cleans_up(moto: Moto, tmp_path: Path) -> None:
-    from tests.conftest import write_experiment
-
     moto.queue_invoke_results(["\n".join(["21"] * 167)])
     path = write_experiment(tmp_path / "exp.toml", {'backend = "local"': 'backend = "sagemaker"',
                                                    "keep = false": "keep = true"})

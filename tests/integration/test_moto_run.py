@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +16,11 @@ from jobman.errors import RunFailed
 from jobman.kinds import Kind
 from jobman.ledger.store import Ledger, Resource
 from jobman.run import ExperimentRun, SilentReporter
-from tests.conftest import write_experiment
+from tests.conftest import jobman, write_experiment
 from tests.moto_server import Moto
 
 SAGEMAKER = {'backend = "local"': 'backend = "sagemaker"'}
 TEST_ROWS = 167
-
-
-def jobman(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobman", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
 
 
 def sagemaker_client(moto: Moto) -> Any:
