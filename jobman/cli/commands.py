@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.status import Status
 from rich.table import Table
 
 from jobman.cli import console, domain_errors, err_console, print_json
@@ -32,25 +33,43 @@ async def open_ledger() -> AsyncIterator[Ledger]:
 
 
 class ConsoleReporter:
-    """Steps, status changes and training log lines as they happen; a progress bar while invoking."""
+    """Steps, status changes and training log lines as they happen, under a spinner that says what the
+    run is waiting for (on a terminal); a progress bar with rows per second while invoking."""
 
     def __init__(self) -> None:
         self._progress: Progress | None = None
+        self._spinner: Status | None = None
 
     def _end_progress(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
-    def step(self, message: str) -> None:
+    def _waiting(self, what: str) -> None:
+        """Show `what` beside the spinner; one live display at a time, so never while invoking."""
         self._end_progress()
+        if not console.is_terminal:
+            return
+        if self._spinner is None:
+            self._spinner = console.status(what, spinner="dots")
+            self._spinner.start()
+        else:
+            self._spinner.update(what)
+
+    def _end_spinner(self) -> None:
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
+
+    def step(self, message: str) -> None:
+        self._waiting(escape(message))
         console.print(f"[bold]•[/bold] {message}", highlight=False)
 
     def log_line(self, line: str) -> None:
         console.print(f"  [dim]{escape(line.rstrip())}[/dim]", highlight=False)
 
     def status(self, resource: Resource) -> None:
-        self._end_progress()
+        self._waiting(f"{resource.kind.value} {resource.name}: {resource.status}")
         from jobman.states import meaning
 
         style = STATUS_STYLE.get(meaning(resource.kind, resource.status).value, "")
@@ -63,6 +82,7 @@ class ConsoleReporter:
 
     def invoke_progress(self, total_rows: int) -> Callable[[int], None]:
         self._end_progress()
+        self._end_spinner()
         progress = Progress(
             TextColumn("  invoking"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]} rows/s"), TimeElapsedColumn(),
@@ -82,6 +102,7 @@ class ConsoleReporter:
 
     def close(self) -> None:
         self._end_progress()
+        self._end_spinner()
 
 
 def run_command(file: Path) -> None:
