@@ -83,6 +83,12 @@ def check_inputs(experiment: Experiment) -> None:
     xgboost_image_uri(experiment.aws.region, experiment.training.algorithm_version)
 
 
+def _stuck_out_of_service(r: Resource) -> bool:
+    """An endpoint on its way to InService goes Creating -> InService or Failed; OutOfService there means its
+    instances were taken away (on the local backend: `jobman local stop --endpoints`) and will not return."""
+    return r.kind is Kind.ENDPOINT and r.desired is Desired.PRESENT and r.status == "OutOfService"
+
+
 class ExperimentRun:
     def __init__(
         self, experiment: Experiment, ledger: Ledger, backend: Backend, *, clock: Clock,
@@ -334,7 +340,7 @@ class ExperimentRun:
                 lines, log_cursor = await self.backend.training_log(resource.name, log_cursor)
                 for line in lines:
                     self.reporter.log_line(line)
-            if settled(current[0]):
+            if settled(current[0]) or _stuck_out_of_service(current[0]):
                 return current[0]
             await self.clock.sleep(poll_s)
 

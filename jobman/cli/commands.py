@@ -15,6 +15,7 @@ from rich.table import Table
 
 from jobman.cli import console, domain_errors, err_console, print_json
 from jobman.clock import SystemClock
+from jobman.cost import FREE_BACKENDS
 from jobman.durations import format_duration
 from jobman.fleet import FleetReport
 from jobman.ledger.db import open_engine
@@ -185,9 +186,11 @@ def status_command(experiment: str | None, as_json: bool) -> None:
                 format_duration(r["age_s"]),
                 "-" if ttl is None else ("expired" if ttl <= 0 else format_duration(ttl)),
                 "-" if r["billed_s"] is None else format_duration(r["billed_s"]),
-                _usd(r["billed_s"], r["cost_usd"]),
+                "free" if exp["backend"] in FREE_BACKENDS and r["billed_s"] is not None
+                else _usd(r["billed_s"], r["cost_usd"]),
             )
-        table.caption = f"estimated cost {_usd(0, exp['cost_usd'])}"
+        if exp["backend"] not in FREE_BACKENDS:
+            table.caption = f"estimated cost {_usd(0, exp['cost_usd'])}"
         console.print(table)
     console.print(f"total estimated cost {_usd(0, view['total_cost_usd'])} · prices: {view['prices']['source']} "
                   f"({view['prices']['as_of']})", highlight=False, style="dim")

@@ -287,3 +287,14 @@ async def test_kept_endpoint_updating_later_is_not_late(
     result = await Reconciler(ledger, backend, clock).reconcile([outcome.kept_endpoint])
     assert result.get(outcome.kept_endpoint).status == "Updating"
     assert backend.calls["delete_endpoint"] == 0
+
+
+async def test_resumed_run_fails_fast_on_an_out_of_service_endpoint(
+    experiment: Experiment, ledger: Ledger, backend: FakeBackend, clock: FakeClock
+) -> None:
+    with pytest.raises(Killed):
+        await make_run(experiment, ledger, backend, clock, CrashAt(Kind.ENDPOINT, "Creating")).execute()
+    backend.resources[(Kind.ENDPOINT, "boston-xgboost-r1-endpoint")].status = "OutOfService"
+    with pytest.raises(RunFailed, match="endpoint boston-xgboost-r1-endpoint OutOfService"):
+        await make_run(experiment, ledger, backend, clock).execute()
+    assert clock.slept_s < 60 and backend.calls["delete_endpoint"] == 1
