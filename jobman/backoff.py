@@ -21,7 +21,7 @@ class Backoff:
 
     def delay_s(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (attempt counts from 0)."""
-        return rng() * min(self.cap_s, self.base_s * (2**attempt))
+        return rng() * min(self.cap_s, self.base_s * 2 ** min(attempt, 64))
 
 
 async def retry(

@@ -25,12 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from jobman.backoff import Backoff
 from jobman.chunking import Chunk, iter_chunks
+from jobman.config import INVOKE_BODY_LIMIT
 from jobman.errors import ConfigError, InvokeError
 
 InvokeFn = Callable[[bytes], Awaitable[bytes]]
 
-MAX_INVOKE_BODY_BYTES = 6_291_456  # InvokeEndpoint's limit on the request body
 WINDOW_FACTOR = 2  # chunks cut but not yet written, per unit of concurrency
 
 
@@ -45,9 +46,9 @@ class InvokeOptions:
     backoff_cap_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_payload_bytes <= MAX_INVOKE_BODY_BYTES:
+        if not 1 <= self.max_payload_bytes <= INVOKE_BODY_LIMIT:
             raise ConfigError(
-                f"max_payload_bytes must be between 1 and {MAX_INVOKE_BODY_BYTES} "
+                f"max_payload_bytes must be between 1 and {INVOKE_BODY_LIMIT} "
                 f"(InvokeEndpoint's limit), not {self.max_payload_bytes}"
             )
         for name in ("concurrency", "max_attempts"):
@@ -57,6 +58,10 @@ class InvokeOptions:
             raise ConfigError(f"max_rows_per_chunk must be at least 1, not {self.max_rows_per_chunk}")
         if self.backoff_base_s < 0 or self.backoff_cap_s < 0:
             raise ConfigError("backoff_base_s and backoff_cap_s must not be negative")
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(attempts=self.max_attempts, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,7 @@ async def _send_chunk(
                 raise _named(chunk, e, "") from e
             if attempt + 1 == options.max_attempts:
                 raise _named(chunk, e, f" (gave up after {options.max_attempts} attempts)") from e
-            await sleep(_backoff_s(attempt, options, rng))
+            await sleep(options.backoff.delay_s(attempt, rng))
             continue
         latency_s = clock() - t0
         predictions = split_prediction_body(response)
@@ -211,11 +216,6 @@ async def _send_chunk(
             )
         return _ChunkResult(chunk, predictions, latency_s, attempt, bytes_sent)
     raise AssertionError("unreachable: max_attempts >= 1")
-
-
-def _backoff_s(attempt: int, options: InvokeOptions, rng: Callable[[], float]) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)); spreads a throttled burst out."""
-    return rng() * min(options.backoff_cap_s, options.backoff_base_s * 2 ** min(attempt, 64))
 
 
 def _named(chunk: Chunk, error: InvokeError, suffix: str) -> InvokeError:

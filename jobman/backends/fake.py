@@ -89,10 +89,6 @@ class FakeBackend:
     async def ensure_bucket(self, bucket: str) -> None:
         self._count("ensure_bucket")
 
-    async def put_object(self, bucket: str, key: str, body: bytes) -> None:
-        self._count("put_object")
-        self.objects[f"s3://{bucket}/{key}"] = body
-
     async def upload_file(self, path: str, bucket: str, key: str) -> None:
         self._count("upload_file")
         self.objects[f"s3://{bucket}/{key}"] = Path(path).read_bytes()  # noqa: ASYNC240 - test files are tiny

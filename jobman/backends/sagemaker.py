@@ -172,9 +172,6 @@ class AwsBackend:
             if exc.code != "BucketAlreadyOwnedByYou":
                 raise
 
-    async def put_object(self, bucket: str, key: str, body: bytes) -> None:
-        await self._call("s3", "put_object", f"s3://{bucket}/{key}", Bucket=bucket, Key=key, Body=body)
-
     async def upload_file(self, path: str, bucket: str, key: str) -> None:
         client = await self._client("s3")
         self.calls["upload_file"] += 1
