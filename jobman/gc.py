@@ -24,11 +24,9 @@ from jobman.ledger.store import Ledger, Observation, Resource
 from jobman.paths import jobman_home
 from jobman.reconciler import Reconciler, teardown_chain
 from jobman.states import ABSENT, PRESENT
+from jobman.tags import TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED
 from jobman.timing import Timing
 
-TAG_MANAGED = "jobman:managed"
-TAG_EXPERIMENT = "jobman:experiment"
-TAG_EXPIRES = "jobman:expires-at"
 ORPHANS_EXPERIMENT = "orphans"  # where orphans without a usable experiment tag are recorded
 
 

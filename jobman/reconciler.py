@@ -25,10 +25,10 @@ from jobman.errors import BackendError, ResourceInUse, ResourceNotFound, WaitTim
 from jobman.kinds import KIND_API, TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Observation, Resource
 from jobman.states import ABSENT, BILLED_STATUSES, PENDING, PRESENT, Desired, Meaning, is_settled, meaning
+from jobman.tags import TAG_CONFIG
 
 TEARDOWN_TIMEOUT_S = 1800.0
 CREATION_SKEW = timedelta(minutes=10)  # ledger time is taken before Create; allow for clock skew
-TAG_CONFIG = "jobman:config"
 CREATED_STATUS = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating"}
 
 

@@ -25,15 +25,12 @@ from jobman.images import xgboost_image_uri
 from jobman.invoker import InvokeOptions, invoke_stream, split_prediction_body
 from jobman.kinds import KIND_API, Kind
 from jobman.ledger.store import Ledger, Resource, Run
-from jobman.reconciler import TAG_CONFIG, PassResult, Reconciler, settled, teardown_chain
+from jobman.reconciler import PassResult, Reconciler, settled, teardown_chain
 from jobman.report import regression_metrics, scatter_plot, write_predictions
 from jobman.states import ABSENT, Desired, Meaning, meaning
+from jobman.tags import TAG_CONFIG, TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED, TAG_RUN
 from jobman.timing import Timing
 
-TAG_MANAGED = "jobman:managed"
-TAG_EXPERIMENT = "jobman:experiment"
-TAG_RUN = "jobman:run"
-TAG_EXPIRES = "jobman:expires-at"
 TRAINING_DEADLINE_SLACK = timedelta(minutes=15)  # SageMaker enforces MaxRuntime itself; this is the backstop
 
 
