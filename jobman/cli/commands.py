@@ -33,6 +33,27 @@ async def open_ledger() -> AsyncIterator[Ledger]:
         yield Ledger(engine)
 
 
+def rows_advancer(progress: Progress, total_rows: int | None) -> Callable[[int], None]:
+    """A task on `progress` counting rows, and the callback that advances it and updates rows per second."""
+    task = progress.add_task("rows", total=total_rows, rate="-")
+
+    def advance(rows: int) -> None:
+        progress.advance(task, rows)
+        state = next(t for t in progress.tasks if t.id == task)
+        if state.elapsed:
+            progress.update(task, rate=f"{state.completed / state.elapsed:,.0f}")
+
+    return advance
+
+
+def check_backend(name: str | None) -> None:
+    from jobman.config import BACKENDS
+    from jobman.errors import ConfigError
+
+    if name is not None and name not in BACKENDS:
+        raise ConfigError(f"--backend: expected 'local' or 'sagemaker', got {name!r}")
+
+
 class ConsoleReporter:
     """Steps, status changes and training log lines as they happen, under a spinner that says what the
     run is waiting for (on a terminal); a progress bar with rows per second while invoking."""
@@ -89,17 +110,9 @@ class ConsoleReporter:
             TextColumn("{task.fields[rate]} rows/s"), TimeElapsedColumn(),
             console=console, transient=True, disable=not console.is_terminal,
         )
-        task = progress.add_task("rows", total=total_rows, rate="-")
         progress.start()
         self._progress = progress
-
-        def advance(rows: int) -> None:
-            progress.advance(task, rows)
-            elapsed = progress.tasks[0].elapsed or 0
-            if elapsed > 0:
-                progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:,.0f}")
-
-        return advance
+        return rows_advancer(progress, total_rows)
 
     def close(self) -> None:
         self._end_progress()
@@ -257,13 +270,11 @@ def reconcile_command(every: str | None) -> None:
 
 def gc_command(dry_run: bool, every: str | None, backend: str | None, region: str) -> None:
     from jobman.backends.factory import open_backend
-    from jobman.errors import ConfigError
     from jobman.gc import collect_garbage, known_targets
     from jobman.paths import jobman_home
 
-    if backend is not None and backend not in ("local", "sagemaker"):
-        with domain_errors():
-            raise ConfigError(f"--backend: expected 'local' or 'sagemaker', got {backend!r}")
+    with domain_errors():
+        check_backend(backend)
 
     async def one_pass() -> None:
         async with open_ledger() as ledger:
@@ -320,8 +331,7 @@ def invoke_command(
     with domain_errors():
         options = InvokeOptions(max_payload_bytes=max_payload_bytes, max_rows_per_chunk=max_rows_per_chunk,
                                 concurrency=concurrency, header=header)
-        if backend_name is not None and backend_name not in ("local", "sagemaker"):
-            raise ConfigError(f"--backend: expected 'local' or 'sagemaker', got {backend_name!r}")
+        check_backend(backend_name)
         if input_csv != "-" and not Path(input_csv).is_file():
             raise ConfigError(f"{input_csv}: no such file")
 
@@ -330,13 +340,7 @@ def invoke_command(
         TextColumn("{task.fields[rate]} rows/s"), TimeElapsedColumn(),
         console=err_console, transient=True, disable=not err_console.is_terminal,
     )
-    task = progress.add_task("rows", total=None, rate="-")
-
-    def advance(rows: int) -> None:
-        progress.advance(task, rows)
-        elapsed = progress.tasks[0].elapsed or 0
-        if elapsed > 0:
-            progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:,.0f}")
+    advance = rows_advancer(progress, None)
 
     async def main() -> InvokeSummary:
         async with open_ledger() as ledger:
