@@ -190,16 +190,10 @@ class SageMakerApi:
         return {"EnableNetworkIsolation": False, **{k: record[k] for k in _MODEL_FIELDS if k in record}}
 
     def list_models(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        items = [{k: r[k] for k in ("ModelName", "ModelArn", "CreationTime")}
-                 for r in self.store(region, arns.MODEL).all()]
-        page = list_resources(items, body, _LISTS[arns.MODEL])
-        return _page("Models", page.items, page.next_token)
+        return self._list_statusless(region, body, arns.MODEL, "Models", ("ModelName", "ModelArn", "CreationTime"))
 
     def delete_model(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = _name(body, "ModelName")
-        if not self.store(region, arns.MODEL).delete(name):
-            raise _not_found(region, arns.MODEL, name)
-        return {}
+        return self._delete_record(region, body, arns.MODEL, "ModelName")
 
     # --- endpoint configs ---
 
@@ -223,15 +217,25 @@ class SageMakerApi:
         return {k: record[k] for k in _CONFIG_FIELDS if k in record}
 
     def list_endpoint_configs(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        items = [{k: r[k] for k in ("EndpointConfigName", "EndpointConfigArn", "CreationTime")}
-                 for r in self.store(region, arns.ENDPOINT_CONFIG).all()]
-        page = list_resources(items, body, _LISTS[arns.ENDPOINT_CONFIG])
-        return _page("EndpointConfigs", page.items, page.next_token)
+        fields = ("EndpointConfigName", "EndpointConfigArn", "CreationTime")
+        return self._list_statusless(region, body, arns.ENDPOINT_CONFIG, "EndpointConfigs", fields)
 
     def delete_endpoint_config(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = _name(body, "EndpointConfigName")
-        if not self.store(region, arns.ENDPOINT_CONFIG).delete(name):
-            raise _not_found(region, arns.ENDPOINT_CONFIG, name)
+        return self._delete_record(region, body, arns.ENDPOINT_CONFIG, "EndpointConfigName")
+
+    # --- shared by models and endpoint configs (records with no status and no process behind them) ---
+
+    def _list_statusless(
+        self, region: str, body: dict[str, Any], rtype: str, key: str, fields: tuple[str, ...]
+    ) -> dict[str, Any]:
+        items = [{k: r[k] for k in fields} for r in self.store(region, rtype).all()]
+        page = list_resources(items, body, _LISTS[rtype])
+        return _page(key, page.items, page.next_token)
+
+    def _delete_record(self, region: str, body: dict[str, Any], rtype: str, name_key: str) -> dict[str, Any]:
+        name = _name(body, name_key)
+        if not self.store(region, rtype).delete(name):
+            raise _not_found(region, rtype, name)
         return {}
 
     # --- endpoints ---
