@@ -21,6 +21,11 @@ BACKENDS = ("local", "sagemaker")
 BUILTIN_SOURCES = ("boston",)
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+TTL_ENFORCEMENTS = ("schedule", "gc")
+SCHEDULER_ROLE_NEEDS = (
+    "a role that trusts scheduler.amazonaws.com and may sagemaker:DeleteEndpoint, sagemaker:DeleteEndpointConfig "
+    "and sagemaker:DeleteModel (README: 'TTL enforcement')"
+)
 
 T = TypeVar("T")
 
@@ -52,6 +57,8 @@ class EndpointConfig:
     keep: bool = False
     ttl_s: float = 3600.0
     wait_timeout_s: float = 1800.0
+    ttl_enforcement: str = "schedule"  # "schedule": server-side schedules delete the chain; "gc": `jobman gc` does
+    max_cost_usd: float | None = None  # refuse to deploy when the worst case (price x count x TTL) exceeds it
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class AwsConfig:
     bucket: str = ""
     prefix: str = ""
     profile: str = ""
+    scheduler_role_arn: str = ""  # the role EventBridge Scheduler assumes to delete an expired chain
 
 
 @dataclass(frozen=True)
@@ -229,8 +237,14 @@ def _endpoint(t: _Table) -> EndpointConfig:
         keep=t.get("keep", bool, False),
         ttl_s=_duration(t, "ttl", 3600.0),
         wait_timeout_s=_duration(t, "wait_timeout", 1800.0),
+        ttl_enforcement=t.get("ttl_enforcement", str, "schedule"),
+        max_cost_usd=t.get("max_cost_usd", float, None),
     )
     _positive(t, "initial_instance_count", cfg.initial_instance_count)
+    if cfg.ttl_enforcement not in TTL_ENFORCEMENTS:
+        raise t.fail("ttl_enforcement", "'schedule' (server-side schedules delete the endpoint) or 'gc'")
+    if cfg.max_cost_usd is not None and not (0 <= cfg.max_cost_usd < float("inf")):
+        raise t.fail("max_cost_usd", "a finite number of US dollars, at least 0")
     t.finish()
     return cfg
 
@@ -259,11 +273,14 @@ def _aws(t: _Table) -> AwsConfig:
         bucket=t.get("bucket", str, ""),
         prefix=t.get("prefix", str, "").strip("/"),
         profile=t.get("profile", str, ""),
+        scheduler_role_arn=t.get("scheduler_role_arn", str, ""),
     )
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", cfg.region):
         raise t.fail("region", "an AWS region like 'us-east-1'")
     if cfg.role_arn and not ROLE_ARN.match(cfg.role_arn):
         raise t.fail("role_arn", "an IAM role ARN like 'arn:aws:iam::123456789012:role/SageMakerRole'")
+    if cfg.scheduler_role_arn and not ROLE_ARN.match(cfg.scheduler_role_arn):
+        raise t.fail("scheduler_role_arn", "an IAM role ARN like 'arn:aws:iam::123456789012:role/JobmanScheduler'")
     if cfg.bucket and not BUCKET.match(cfg.bucket):
         raise t.fail("bucket", "an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens)")
     t.finish()
@@ -296,6 +313,12 @@ def parse_experiment(text: str, path: Path) -> Experiment:
     )
     if backend == "sagemaker" and not experiment.aws.role_arn:
         raise ConfigError(f"{path}: aws.role_arn: missing; backend = 'sagemaker' needs an IAM role for SageMaker")
+    if (backend == "sagemaker" and experiment.endpoint.ttl_enforcement == "schedule"
+            and not experiment.aws.scheduler_role_arn):
+        raise ConfigError(
+            f"{path}: aws.scheduler_role_arn: missing; endpoint.ttl_enforcement = 'schedule' on 'sagemaker' needs "
+            f"{SCHEDULER_ROLE_NEEDS}, or set endpoint.ttl_enforcement = 'gc'"
+        )
     if "training" not in raw:
         raise ConfigError(f"{path}: [training]: missing; expected a table with [training.hyperparameters]")
     top.finish()

@@ -70,3 +70,11 @@ def total(costs: list[Cost]) -> float | None:
     if any(c.usd is None for c in costs):
         return None
     return round(sum(c.usd or 0.0 for c in costs), 6)
+
+
+def worst_case_usd(backend: str, instance_type: str, instance_count: int, ttl_s: float) -> float | None:
+    """The most an endpoint can cost before its TTL deletes it; None when the price is unknown."""
+    if backend in FREE_BACKENDS:
+        return 0.0
+    price = hourly_usd(Kind.ENDPOINT, instance_type)
+    return None if price is None else price * instance_count * ttl_s / 3600

@@ -47,6 +47,13 @@ class ResourceInUse(BackendError):
         super().__init__(message, code="ResourceInUse")
 
 
+class Unreachable(BackendError):
+    """The backend did not answer for longer than its budget (or the local server could not be started)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="Unreachable")
+
+
 class InvokeError(BackendError):
     """An endpoint invocation failed; `retryable` says whether sending again may succeed."""
 

@@ -6,6 +6,7 @@ its own backend, opened once per operation.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from jobman.backends.base import Backend
 from jobman.clock import Clock
 from jobman.config import AwsConfig
-from jobman.errors import ConfigError
+from jobman.errors import BackendError, ConfigError
+from jobman.kinds import TEARDOWN_ORDER
 from jobman.ledger.store import Ledger, Resource, Run
 from jobman.reconciler import PassResult, Reconciler, teardown_chain
 from jobman.states import ABSENT, Desired
@@ -76,6 +78,25 @@ async def reconcile_all(ledger: Ledger, open_backend: OpenBackend, clock: Clock)
             result = await Reconciler(ledger, backend, clock).reconcile(group)
             report.absorb(group, result)
     return report
+
+
+REFRESH_TIMEOUT_S = 20.0
+
+
+async def refresh_expired(ledger: Ledger, open_backend: OpenBackend, clock: Clock) -> list[str]:
+    """Observe, without acting, what is past its expiry but not yet seen gone, so that `jobman status` shows
+    what the TTL's schedules did while no jobman process ran. Returns a note for each backend not reached."""
+    now = clock.now()
+    stale = [r for r in await ledger.resources(kinds=TEARDOWN_ORDER)
+             if live(r) and r.status != ABSENT and r.expires_at is not None and r.expires_at <= now]
+    notes = []
+    for target, group in (await group_by_target(ledger, stale)).items():
+        try:
+            async with asyncio.timeout(REFRESH_TIMEOUT_S), opened(open_backend, target) as backend:
+                await Reconciler(ledger, backend, clock).reconcile(group, act=False)
+        except (BackendError, TimeoutError) as exc:
+            notes.append(f"{target[0]}/{target[1]}: expired resources not refreshed: {exc or 'no answer in time'}")
+    return notes
 
 
 async def stop_experiment(ledger: Ledger, open_backend: OpenBackend, clock: Clock, name: str) -> FleetReport:

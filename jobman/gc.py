@@ -7,19 +7,24 @@
    ledger (experiment from their tag, a run marked "orphaned", desired absent) so that the reconciler
    deletes them like anything else and the ledger keeps the record. Untagged resources are never touched.
 
+Where it looks: the backends and regions the ledger names, `local`, and AWS's default region when AWS
+credentials are available (a lost ledger must not hide an account full of expired endpoints).
 A gc pass holds `$JOBMAN_HOME/gc.lock`, so two gc processes at once delete each resource once.
+A dry run changes nothing: no ledger row, no lock file, and no local server is started to look.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from jobman.backends.base import Backend
 from jobman.clock import Clock, parse_utc_iso
+from jobman.errors import BackendError
 from jobman.filelock import file_lock
 from jobman.fleet import FleetReport, OpenBackend, Target, group_by_target, live, opened, runs_by_id
-from jobman.kinds import KIND_API, TEARDOWN_ORDER, Kind
+from jobman.kinds import CHAIN, KIND_API, TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Observation, Resource
 from jobman.paths import jobman_home
 from jobman.reconciler import Reconciler, teardown_chain
@@ -46,26 +51,38 @@ class Candidate:
 @dataclass
 class GcReport(FleetReport):
     candidates: list[Candidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # where gc did not look, and why
 
 
 async def expired_in_ledger(ledger: Ledger, now: datetime) -> list[Resource]:
-    """Expired endpoints still wanted, plus the configs and models of their runs."""
+    """The chains (endpoint, config, model, and their schedules) with any part still there past its expiry.
+
+    A schedule may already have deleted the endpoint: what it left (config, model, a schedule that failed)
+    goes too."""
     resources = [r for r in await ledger.resources() if live(r)]
     expired_runs = {
         r.run_id for r in resources
-        if r.kind is Kind.ENDPOINT and r.expires_at is not None and r.expires_at <= now and r.status != ABSENT
+        if r.kind in CHAIN and r.expires_at is not None and r.expires_at <= now and r.status != ABSENT
     }
     return [r for r in teardown_chain(resources) if r.run_id in expired_runs and r.kind in TEARDOWN_ORDER]
 
 
 async def find_orphans(
-    backend: Backend, target: Target, known: set[tuple[Kind, str]], now: datetime
+    backend: Backend, target: Target, known: set[tuple[Kind, str]], now: datetime, notes: list[str]
 ) -> list[Candidate]:
     """Tagged, expired, unknown to the ledger: one List per kind, ListTags only for names the ledger lacks."""
     found: list[Candidate] = []
     for kind in TEARDOWN_ORDER:
         api = KIND_API[kind]
-        for summary in await backend.list_summaries(kind):
+        try:
+            summaries = await backend.list_summaries(kind)
+        except BackendError as exc:
+            if kind is not Kind.SCHEDULE or exc.retryable:
+                raise
+            # Users of ttl_enforcement = "gc" may have no EventBridge Scheduler permissions at all.
+            notes.append(f"{target[0]}/{target[1]}: schedules not scanned: {exc}")
+            continue
+        for summary in summaries:
             name = summary[api.name_key]
             if (kind, name) in known:
                 continue
@@ -79,7 +96,7 @@ async def find_orphans(
             if expires_at is None or expires_at > now:
                 continue
             experiment = tags.get(TAG_EXPERIMENT) or ORPHANS_EXPERIMENT
-            created = summary.get("CreationTime")
+            created = summary.get(api.created_key)
             found.append(Candidate(kind, name, target, expires_at, True, experiment, summary[api.arn_key], status,
                                    created if isinstance(created, datetime) else None))
     return found
@@ -107,21 +124,31 @@ async def adopt_orphans(ledger: Ledger, orphans: list[Candidate], now: datetime)
     return adopted
 
 
-async def collect(ledger: Ledger, open_backend: OpenBackend, clock: Clock, targets: set[Target]) -> GcReport:
-    """What a gc pass would delete, touching nothing."""
+async def collect(
+    ledger: Ledger | None, open_backend: OpenBackend, clock: Clock, targets: set[Target]
+) -> GcReport:
+    """What a gc pass would delete, touching nothing (no ledger at all: a dry run before the first run)."""
     now = clock.now()
     report = GcReport()
-    expired = await expired_in_ledger(ledger, now)
-    runs = await runs_by_id(ledger)
-    experiment_names = {e.id: e.name for e in await ledger.experiments()}
-    for r in expired:
-        run = runs[r.run_id]
-        report.candidates.append(Candidate(r.kind, r.name, (run.backend, run.region), r.expires_at, False,
-                                           experiment_names[run.experiment_id], r.arn, r.status))
-    known = {(r.kind, r.name) for r in await ledger.resources()}
-    for target in sorted(targets | set((await group_by_target(ledger, expired)).keys())):
-        async with opened(open_backend, target) as backend:
-            report.candidates.extend(await find_orphans(backend, target, known, now))
+    expired = await expired_in_ledger(ledger, now) if ledger is not None else []
+    known: set[tuple[Kind, str]] = set()
+    if ledger is not None:
+        runs = await runs_by_id(ledger)
+        experiment_names = {e.id: e.name for e in await ledger.experiments()}
+        for r in expired:
+            run = runs[r.run_id]
+            report.candidates.append(Candidate(r.kind, r.name, (run.backend, run.region), r.expires_at, False,
+                                               experiment_names[run.experiment_id], r.arn, r.status))
+        known = {(r.kind, r.name) for r in await ledger.resources()}
+        targets = targets | set((await group_by_target(ledger, expired)).keys())
+    for target in sorted(targets):
+        try:
+            async with opened(open_backend, target) as backend:
+                report.candidates.extend(await find_orphans(backend, target, known, now, report.notes))
+        except BackendError as exc:
+            if exc.code != "NotRunning":
+                raise
+            report.notes.append(f"{target[0]}/{target[1]}: not scanned for orphans: {exc}")
     return report
 
 
@@ -144,4 +171,20 @@ async def collect_garbage(
 
 async def known_targets(ledger: Ledger) -> set[Target]:
     return {(run.backend, run.region) for run in (await runs_by_id(ledger)).values()}
+
+
+async def default_targets(
+    ledger: Ledger | None, local_regions: list[str], aws_region: Callable[[], str]
+) -> tuple[set[Target], list[str]]:
+    """Where gc looks when not told: the ledger's backends and regions, `local` (each region it holds state
+    for), and AWS's default region when there are credentials; `aws_region` raises BackendError otherwise,
+    and its message becomes a note that says how to scan AWS."""
+    targets = await known_targets(ledger) if ledger is not None else set()
+    targets |= {("local", region) for region in local_regions}
+    notes = []
+    try:
+        targets.add(("sagemaker", aws_region()))
+    except BackendError as exc:
+        notes.append(f"AWS not scanned: {exc}; scan it with `jobman gc --backend sagemaker --region REGION`")
+    return targets, notes
 

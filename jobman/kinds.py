@@ -1,13 +1,14 @@
-"""The four SageMaker resource kinds jobman manages, and the API names of each.
+"""The resource kinds jobman manages, and the API names of each.
 
 The backends and the reconciler are generic over kinds; this table is the one place that knows
-which SageMaker operation, response key and field belong to which kind.
+which service, operation, response key and field belong to which kind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Kind(StrEnum):
@@ -15,6 +16,11 @@ class Kind(StrEnum):
     MODEL = "model"
     ENDPOINT_CONFIG = "endpoint_config"
     ENDPOINT = "endpoint"
+    SCHEDULE = "schedule"  # an EventBridge Scheduler one-time schedule that deletes one part of a chain
+
+
+# Every schedule jobman creates lives in this group, so one ListSchedules call finds them all.
+SCHEDULE_GROUP = "jobman"
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,12 @@ class KindApi:
     arn_key: str
     status_key: str | None  # models and endpoint configs have no status
     suffix: str  # short name suffix used in deterministic names
+    service: str = "sagemaker"
+    create_arn_key: str | None = None  # when Create answers the ARN under another key than Describe
+    scope: dict[str, Any] = field(default_factory=dict)  # members every call about this kind carries
+    name_filter: str = "NameContains"  # how its List call filters by name
+    sortable: bool = True  # its List call takes SortBy/SortOrder and creation-time bounds
+    created_key: str = "CreationTime"
 
 
 KIND_API: dict[Kind, KindApi] = {
@@ -48,8 +60,15 @@ KIND_API: dict[Kind, KindApi] = {
         "create_endpoint", "describe_endpoint", "list_endpoints", "delete_endpoint",
         "Endpoints", "EndpointName", "EndpointArn", "EndpointStatus", "endpoint",
     ),
+    Kind.SCHEDULE: KindApi(
+        "create_schedule", "get_schedule", "list_schedules", "delete_schedule",
+        "Schedules", "Name", "Arn", "State", "ttl", service="scheduler", create_arn_key="ScheduleArn",
+        scope={"GroupName": SCHEDULE_GROUP}, name_filter="NamePrefix", sortable=False, created_key="CreationDate",
+    ),
 }
 
-# Creation order; teardown runs it backwards (endpoint, config, model; never the job's artifacts).
-CREATE_ORDER: tuple[Kind, ...] = (Kind.TRAINING_JOB, Kind.MODEL, Kind.ENDPOINT_CONFIG, Kind.ENDPOINT)
-TEARDOWN_ORDER: tuple[Kind, ...] = (Kind.ENDPOINT, Kind.ENDPOINT_CONFIG, Kind.MODEL)
+# Teardown order: endpoint, config, model (never the job's artifacts); the schedules that would have
+# deleted them go last, so a teardown cut short still leaves the server-side TTL in place.
+TEARDOWN_ORDER: tuple[Kind, ...] = (Kind.ENDPOINT, Kind.ENDPOINT_CONFIG, Kind.MODEL, Kind.SCHEDULE)
+# The endpoint chain: what an expiry (`jobman:expires-at`) covers.
+CHAIN: tuple[Kind, ...] = (Kind.ENDPOINT, Kind.ENDPOINT_CONFIG, Kind.MODEL)

@@ -29,7 +29,8 @@ from jobman.tags import TAG_CONFIG
 
 TEARDOWN_TIMEOUT_S = 1800.0
 CREATION_SKEW = timedelta(minutes=10)  # ledger time is taken before Create; allow for clock skew
-CREATED_STATUS = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating"}
+CREATED_STATUS = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating", Kind.SCHEDULE: "ENABLED"}
+DRIFT = "not found on the backend: deleted outside jobman"
 
 
 @dataclass
@@ -59,8 +60,9 @@ class Reconciler:
         self.ledger, self.backend, self.clock = ledger, backend, clock
         self._limit = asyncio.Semaphore(concurrency)
 
-    async def reconcile(self, resources: list[Resource], *, create: bool = False) -> PassResult:
-        """One pass over `resources`. With `create`, missing desired resources are (re)created."""
+    async def reconcile(self, resources: list[Resource], *, create: bool = False, act: bool = True) -> PassResult:
+        """One pass over `resources`. With `create`, missing desired resources are (re)created; without
+        `act`, the pass only observes and records (what `jobman status` does for expired resources)."""
         result = PassResult()
         tracked = [r for r in resources if _needs_observation(r)]
         observed = await self._observe(tracked, result)
@@ -71,11 +73,30 @@ class Reconciler:
             if r.id in observed and r.id not in unchanged:
                 current[r.id] = await self._record(r, observed[r.id])
         result.resources.update(current)
+        # Gone after its expiry: the TTL did its work (a schedule fired); the rest of the chain goes too.
+        expired_runs = {r.run_id for r in tracked if _expired_and_gone(current[r.id], self.clock.now())}
+        await self._expire_chains(expired_runs, result, "its TTL expired and part of the chain is gone")
+        if not act:
+            return result
         unseen = {r.id for r, _ in result.errors}  # not observed this pass: acting would be blind
         tracked = [r for r in tracked if r.id not in unseen]
-        await self._act_present([current[r.id] for r in tracked], result, create=create)
+        await self._act_present([result.get(r) for r in tracked], result, create=create)
         await self._act_absent_in_order([result.get(r) for r in tracked], result)
         return result
+
+    async def _expire_chains(self, run_ids: set[int], result: PassResult, why: str) -> None:
+        """Mark the endpoint chains (and their schedules) of `run_ids` unwanted, so teardown finishes them."""
+        if not run_ids:
+            return
+        now = self.clock.now()
+        chain = [r for r in await self.ledger.resources(run_ids=run_ids)
+                 if r.kind in TEARDOWN_ORDER and r.desired is Desired.PRESENT]
+        if not chain:
+            return
+        await self.ledger.set_desired([r.id for r in chain], Desired.ABSENT, at=now)
+        for r in chain:
+            await self.ledger.note(r.id, why, at=now)
+            result.resources[r.id] = await self.ledger.resource(r.id)
 
     async def tear_down(
         self,
@@ -148,8 +169,7 @@ class Reconciler:
             try:
                 summary = await self.backend.describe(r.kind, r.name)
             except ResourceNotFound:
-                message = None if r.desired is Desired.ABSENT else "not found on the backend: deleted outside jobman"
-                found[r.id] = Observation(status=ABSENT, message=message)
+                found[r.id] = Observation(status=ABSENT, message=self._gone_message(r))
                 return
         if r.status == PENDING:
             # Intent recorded, then a crash or a lost reply: the name exists. Adopt it only if it is ours.
@@ -159,6 +179,16 @@ class Reconciler:
         if self._wants_detail(r, status):
             observation = await self._describe(r, status)
         found[r.id] = observation
+
+    def _gone_message(self, r: Resource) -> str | None:
+        """Why a resource is gone: asked for (no message), its TTL (a schedule fired), or drift."""
+        if r.desired is Desired.ABSENT:
+            return None
+        if r.expires_at is not None and r.expires_at <= self.clock.now():
+            if r.kind is Kind.SCHEDULE:
+                return "fired at its time and deleted itself"
+            return "expired: deleted by its TTL schedule"
+        return DRIFT
 
     @staticmethod
     def _wants_detail(r: Resource, status: str) -> bool:
@@ -173,7 +203,7 @@ class Reconciler:
         try:
             d = await self.backend.describe(r.kind, r.name)
         except ResourceNotFound:
-            return Observation(status=ABSENT, message="not found on the backend: deleted outside jobman")
+            return Observation(status=ABSENT, message=self._gone_message(r))
         status = str(d[api.status_key]) if api.status_key else PRESENT
         details: dict[str, Any] = {}
         if r.kind is Kind.TRAINING_JOB:
@@ -247,6 +277,13 @@ class Reconciler:
 
     async def _create(self, r: Resource, result: PassResult) -> None:
         api = KIND_API[r.kind]
+        if r.kind is Kind.SCHEDULE and r.expires_at is not None and r.expires_at <= self.clock.now():
+            # A fire time in the past is never sent: jobman deletes the chain itself instead.
+            result.resources[r.id] = await self._record(
+                r, Observation(status=ABSENT, message="not created: its time had passed; jobman deletes the chain"))
+            await self._expire_chains({r.run_id}, result, "its TTL passed before its schedule was created")
+            result.actions.append(f"expired {r.name} before creating it: tearing the chain down")
+            return
         try:
             response = await self.backend.create(r.kind, r.spec)
             obs = Observation(status=CREATED_STATUS.get(r.kind, PRESENT), arn=response.get(api.arn_key))
@@ -330,6 +367,11 @@ def _changes(r: Resource, obs: Observation) -> bool:
         or (obs.failure_reason is not None and obs.failure_reason != r.failure_reason)
         or bool(obs.details and any((r.details or {}).get(k) != v for k, v in obs.details.items()))
     )
+
+
+def _expired_and_gone(r: Resource, now: datetime) -> bool:
+    return (r.kind in TEARDOWN_ORDER and r.status == ABSENT and r.desired is Desired.PRESENT
+            and r.expires_at is not None and r.expires_at <= now)
 
 
 def teardown_chain(resources: Iterable[Resource]) -> list[Resource]:

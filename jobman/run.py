@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,20 +18,25 @@ from jobman.backends.base import Backend
 from jobman.backends.factory import LOCAL_ROLE_ARN
 from jobman.clock import Clock, parse_utc_iso, utc_iso
 from jobman.config import Experiment
+from jobman.cost import worst_case_usd
 from jobman.dataprep import PreparedData, load_table, prepare
 from jobman.durations import format_duration
-from jobman.errors import BackendError, RunFailed, WaitTimeout
+from jobman.errors import ConfigError, JobmanError, RunFailed, Unreachable, WaitTimeout
 from jobman.images import xgboost_image_uri
 from jobman.invoker import InvokeOptions, invoke_stream, split_prediction_body
-from jobman.kinds import KIND_API, Kind
+from jobman.kinds import CHAIN, Kind
 from jobman.ledger.store import Ledger, Resource, Run
+from jobman.names import resource_name
 from jobman.reconciler import PassResult, Reconciler, settled, teardown_chain
 from jobman.report import regression_metrics, scatter_plot, write_predictions
-from jobman.states import ABSENT, Desired, Meaning, meaning
+from jobman.states import ABSENT, PENDING, Desired, Meaning, meaning
 from jobman.tags import TAG_CONFIG, TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED, TAG_RUN
 from jobman.timing import Timing
+from jobman.ttl import fire_time, schedule_request
 
 TRAINING_DEADLINE_SLACK = timedelta(minutes=15)  # SageMaker enforces MaxRuntime itself; this is the backstop
+GC_ADVICE = ("endpoint.ttl_enforcement = 'gc': the TTL holds only while `jobman gc` runs; run it periodically, "
+             "e.g. `jobman gc --every 10m`, or from cron: `*/10 * * * * jobman gc`")
 
 
 class Reporter(Protocol):
@@ -70,14 +75,36 @@ class RunOutcome:
     kept_endpoint: Resource | None = None
 
 
-def resource_name(experiment: str, run_number: int, kind: Kind) -> str:
-    return f"{experiment}-r{run_number}-{KIND_API[kind].suffix}"
-
-
 def check_inputs(experiment: Experiment) -> None:
     """Everything about the input that can be wrong, checked before the ledger or a backend is touched."""
     load_table(experiment)
     xgboost_image_uri(experiment.aws.region, experiment.training.algorithm_version)
+    check_cost_ceiling(experiment)
+
+
+def endpoint_worst_case(x: Experiment) -> float | None:
+    """What the endpoint can cost at most: hourly price x instance count x TTL (None: price unknown)."""
+    e = x.endpoint
+    return worst_case_usd(x.backend, e.instance_type, e.initial_instance_count, e.ttl_s)
+
+
+def check_cost_ceiling(x: Experiment) -> None:
+    ceiling = x.endpoint.max_cost_usd
+    if ceiling is None:
+        return
+    worst = endpoint_worst_case(x)
+    e = x.endpoint
+    if worst is None:
+        raise ConfigError(
+            f"{x.path}: endpoint.max_cost_usd: the price of {e.instance_type} is not in jobman's price table, "
+            "so its worst case cannot be held to the ceiling; choose a listed instance type or remove the ceiling"
+        )
+    if worst > ceiling:
+        raise ConfigError(
+            f"{x.path}: endpoint.max_cost_usd: the endpoint may cost up to ${worst:,.2f} ({e.instance_type} x "
+            f"{e.initial_instance_count} for endpoint.ttl = {format_duration(e.ttl_s)}), over the ceiling of "
+            f"${ceiling:,.2f}; shorten the TTL, use fewer or smaller instances, or raise the ceiling"
+        )
 
 
 def _stuck_out_of_service(r: Resource) -> bool:
@@ -104,34 +131,36 @@ class ExperimentRun:
         word = "resuming" if resumed else "starting"
         self.reporter.step(f"{word} {self.x.name} run {run.number} on the {self.backend.name} backend")
         try:
-            out_dir = Path(self.x.evaluation.output_dir) / f"{self.x.name}-r{run.number}"
-            outcome.output_dir = out_dir
-            if run.output_dir is None:
-                run = await self.ledger.update_run(run.id, output_dir=str(out_dir))
-            data = prepare(self.x, load_table(self.x), out_dir / "data")
-            channels = await self._upload(run, data)
-            job = await self._train(run, channels)
-            metrics = run.metrics
-            # A resumed run that already evaluated neither invokes again nor brings back a deleted endpoint.
-            endpoint = await self._deploy(run, job) if metrics is None or self.x.endpoint.keep else None
-            if metrics is None:
-                assert endpoint is not None
-                metrics = await self._evaluate(endpoint, data, out_dir)
-                run = await self.ledger.update_run(run.id, metrics=metrics)
-            outcome.metrics = metrics
-            if endpoint is not None and self.x.endpoint.keep:
-                outcome.kept_endpoint = endpoint
-                self.reporter.step(
-                    f"keeping endpoint {endpoint.name} until {utc_iso(endpoint.expires_at)}"
-                    if endpoint.expires_at else f"keeping endpoint {endpoint.name}"
-                )
-            else:
-                await self.teardown(run)
-            outcome.run = await self.ledger.update_run(run.id, status="succeeded", finished_at=self.clock.now())
-            return outcome
-        except (RunFailed, WaitTimeout, BackendError) as exc:
-            await self._fail(run, str(exc))
+            return await self._steps(run, outcome)
+        except Exception as exc:  # not Ctrl-C (a BaseException): that leaves the run resumable as it is
+            await self._fail(run, exc)
             raise
+
+    async def _steps(self, run: Run, outcome: RunOutcome) -> RunOutcome:
+        out_dir = Path(self.x.evaluation.output_dir) / f"{self.x.name}-r{run.number}"
+        outcome.output_dir = out_dir
+        if run.output_dir is None:
+            run = await self.ledger.update_run(run.id, output_dir=str(out_dir))
+        data = prepare(self.x, load_table(self.x), out_dir / "data")
+        channels = await self._upload(run, data)
+        job = await self._train(run, channels)
+        metrics = run.metrics
+        keep = self.x.endpoint.keep
+        # A resumed run that already evaluated neither invokes again nor brings back a deleted or expired endpoint.
+        redeploy = metrics is None or (keep and await self._expiry(run) > self.clock.now())
+        endpoint = await self._deploy(run, job) if redeploy else None
+        if metrics is None:
+            assert endpoint is not None
+            metrics = await self._evaluate(endpoint, data, out_dir)
+            run = await self.ledger.update_run(run.id, metrics=metrics)
+        outcome.metrics = metrics
+        if endpoint is not None and keep:
+            outcome.kept_endpoint = endpoint
+            self.reporter.step(self._keeping(endpoint))
+        else:
+            await self.teardown(run)
+        outcome.run = await self.ledger.update_run(run.id, status="succeeded", finished_at=self.clock.now())
+        return outcome
 
     async def _open_run(self) -> tuple[Run, bool]:
         now = self.clock.now()
@@ -157,12 +186,48 @@ class ExperimentRun:
         )
         return run, False
 
-    async def _fail(self, run: Run, message: str) -> None:
+    async def _fail(self, run: Run, error: Exception) -> None:
+        """Whatever ended the run, tear its chain down (a serving endpoint survives only with `keep`) and
+        record the run as failed; the caller then raises the original error.
+
+        A cloud that cannot be reached cannot be torn down: the run stays resumable and the error says how
+        to go on; the endpoint's TTL still holds meanwhile."""
+        message = str(error) or type(error).__name__
+        if isinstance(error, Unreachable):
+            raise await self._interrupted(run, message) from error
         self.reporter.step(f"run {run.number} failed: {message}")
         try:
-            await self.teardown(run)
-        finally:
-            await self.ledger.update_run(run.id, status="failed", message=message, finished_at=self.clock.now())
+            kept = await self._kept_on_failure(run)
+            if kept is not None:
+                self.reporter.step(self._keeping(kept))
+            else:
+                await self.teardown(run)
+        except Unreachable as teardown_error:
+            raise await self._interrupted(run, f"{message}; then {teardown_error}") from error
+        except JobmanError as teardown_error:
+            self.reporter.step(f"teardown of run {run.number} incomplete: {teardown_error}")
+            message = f"{message}; teardown incomplete: {teardown_error}"
+        await self.ledger.update_run(run.id, status="failed", message=message, finished_at=self.clock.now())
+
+    async def _interrupted(self, run: Run, message: str) -> Unreachable:
+        await self.ledger.update_run(run.id, message=f"interrupted: {message}")
+        return Unreachable(
+            f"{message}. Run {run.number} is saved and its endpoint keeps its TTL: `jobman run {self.x.path}` "
+            f"resumes it, `jobman stop {self.x.name}` tears it down"
+        )
+
+    async def _kept_on_failure(self, run: Run) -> Resource | None:
+        """With `keep`, an endpoint that serves stays after a later failure (it has its TTL); nothing else does."""
+        if not self.x.endpoint.keep:
+            return None
+        endpoints = await self.ledger.resources(run_ids=[run.id], kinds=[Kind.ENDPOINT])
+        serving = [r for r in endpoints if r.desired is Desired.PRESENT and r.status == "InService"]
+        return serving[0] if serving else None
+
+    def _keeping(self, endpoint: Resource) -> str:
+        until = f" until {utc_iso(endpoint.expires_at)}" if endpoint.expires_at else ""
+        by = "its schedules" if self.x.endpoint.ttl_enforcement == "schedule" else "`jobman gc`"
+        return f"keeping endpoint {endpoint.name}{until}; {by} delete it then"
 
     # steps
 
@@ -180,14 +245,21 @@ class ExperimentRun:
                            f"validation rows to s3://{bucket}/{prefix}/")
         return channels
 
-    def _tags(self, run: Run, **extra: str) -> list[dict[str, str]]:
+    def _tag_map(self, run: Run, **extra: str) -> dict[str, str]:
         tags = {TAG_MANAGED: "true", TAG_EXPERIMENT: self.x.name, TAG_RUN: str(run.number), TAG_CONFIG: run.digest}
         tags.update(extra)
-        return [{"Key": k, "Value": v} for k, v in tags.items()]
+        return tags
+
+    def _tags(self, run: Run, **extra: str) -> list[dict[str, str]]:
+        return [{"Key": k, "Value": v} for k, v in self._tag_map(run, **extra).items()]
 
     @property
     def _role(self) -> str:
         return self.x.aws.role_arn or LOCAL_ROLE_ARN
+
+    @property
+    def _scheduler_role(self) -> str:
+        return self.x.aws.scheduler_role_arn or LOCAL_ROLE_ARN
 
     @property
     def _image(self) -> str:
@@ -231,39 +303,55 @@ class ExperimentRun:
             raise RunFailed(f"training job {name} {job.status}: {job.failure_reason or 'no reason given'}")
         return job
 
+    async def _expiry(self, run: Run) -> datetime:
+        """One expiry for the whole chain, fixed when it is first recorded; a resumed run keeps it."""
+        chain = await self.ledger.resources(run_ids=[run.id], kinds=CHAIN)
+        recorded = [r.expires_at for r in chain if r.expires_at is not None]
+        if recorded:
+            return min(recorded)
+        moment = self.clock.now() + timedelta(seconds=self.x.endpoint.ttl_s)
+        return parse_utc_iso(utc_iso(moment)) or moment  # whole seconds, as the tag and at() carry it
+
     async def _deploy(self, run: Run, job: Resource) -> Resource:
         model_data = (job.details or {}).get("model_data")
         if not model_data:
             raise RunFailed(f"training job {job.name} completed without a model artifact")
         e = self.x.endpoint
-        # One expiry for the whole chain, tagged on each, so gc can reap any part of it as an orphan.
-        # Every endpoint has a TTL, kept or not: nothing runs unbounded.
-        expires_tag = {TAG_EXPIRES: utc_iso(self.clock.now() + timedelta(seconds=e.ttl_s))}
-        expires_at = parse_utc_iso(expires_tag[TAG_EXPIRES])
-        model_name = resource_name(self.x.name, run.number, Kind.MODEL)
-        config_name = resource_name(self.x.name, run.number, Kind.ENDPOINT_CONFIG)
-        endpoint_name = resource_name(self.x.name, run.number, Kind.ENDPOINT)
-        model = await self._intent(run, Kind.MODEL, model_name, {
-            "ModelName": model_name,
+        # Every endpoint has a TTL, kept or not: nothing runs unbounded. The endpoint, its config and its model
+        # all carry it, so gc can reap any part of the chain as an orphan.
+        expires_at = await self._expiry(run)
+        if expires_at <= self.clock.now():
+            raise RunFailed(self._expired_message(expires_at, "before the endpoint was deployed"))
+        self.reporter.step(self._cost_line())
+        expires_tag = {TAG_EXPIRES: utc_iso(expires_at)}
+        names = {kind: resource_name(self.x.name, run.number, kind) for kind in CHAIN}
+        if e.ttl_enforcement == "schedule":
+            await self._schedule_ttl(run, expires_at, names)
+        else:
+            self.reporter.step(GC_ADVICE)
+        # One at a time: a config names its model, and SageMaker checks that the model exists.
+        model = await self._intent(run, Kind.MODEL, names[Kind.MODEL], {
+            "ModelName": names[Kind.MODEL],
             "ExecutionRoleArn": self._role,
             "PrimaryContainer": {"Image": self._image, "ModelDataUrl": model_data},
             "Tags": self._tags(run, **expires_tag),
         }, expires_at=expires_at)
-        config = await self._intent(run, Kind.ENDPOINT_CONFIG, config_name, {
-            "EndpointConfigName": config_name,
+        await self._wait_present(model)
+        config = await self._intent(run, Kind.ENDPOINT_CONFIG, names[Kind.ENDPOINT_CONFIG], {
+            "EndpointConfigName": names[Kind.ENDPOINT_CONFIG],
             "ProductionVariants": [{
-                "VariantName": "AllTraffic", "ModelName": model_name, "InitialInstanceCount": e.initial_instance_count,
-                "InstanceType": e.instance_type, "InitialVariantWeight": 1.0,
+                "VariantName": "AllTraffic", "ModelName": names[Kind.MODEL],
+                "InitialInstanceCount": e.initial_instance_count, "InstanceType": e.instance_type,
+                "InitialVariantWeight": 1.0,
             }],
             "Tags": self._tags(run, **expires_tag),
         }, expires_at=expires_at)
-        for resource in (model, config):
-            resource = await self._wait(resource, poll_s=self.timing.endpoint_poll_s)
-            if resource.status != "Present":
-                raise RunFailed(f"{resource.kind.value} {resource.name} is {resource.status}")
+        await self._wait_present(config)
         now = self.clock.now()
+        endpoint_name = names[Kind.ENDPOINT]
         spec = {
-            "EndpointName": endpoint_name, "EndpointConfigName": config_name, "Tags": self._tags(run, **expires_tag),
+            "EndpointName": endpoint_name, "EndpointConfigName": names[Kind.ENDPOINT_CONFIG],
+            "Tags": self._tags(run, **expires_tag),
         }
         endpoint = await self._intent(
             run, Kind.ENDPOINT, endpoint_name, spec,
@@ -272,6 +360,8 @@ class ExperimentRun:
         )
         endpoint = await self._wait(endpoint, poll_s=self.timing.endpoint_poll_s)
         if endpoint.desired is Desired.ABSENT:
+            if expires_at <= self.clock.now():
+                raise RunFailed(self._expired_message(expires_at, "before the endpoint was InService"))
             raise WaitTimeout(
                 f"endpoint {endpoint_name} was not InService within {format_duration(e.wait_timeout_s)} "
                 "(endpoint.wait_timeout); it is being deleted"
@@ -280,6 +370,42 @@ class ExperimentRun:
             reason = endpoint.failure_reason or "no reason given"
             raise RunFailed(f"endpoint {endpoint_name} {endpoint.status}: {reason}")
         return endpoint
+
+    async def _wait_present(self, resource: Resource) -> None:
+        resource = await self._wait(resource, poll_s=self.timing.endpoint_poll_s)
+        if resource.status != "Present":
+            raise RunFailed(f"{resource.kind.value} {resource.name} is {resource.status}")
+
+    def _expired_message(self, expires_at: datetime, when: str) -> str:
+        return (f"the endpoint chain's TTL (endpoint.ttl = {format_duration(self.x.endpoint.ttl_s)}) passed at "
+                f"{utc_iso(expires_at)} {when}")
+
+    def _cost_line(self) -> str:
+        e = self.x.endpoint
+        worst = endpoint_worst_case(self.x)
+        what = f"endpoint {e.instance_type} x {e.initial_instance_count} for at most {format_duration(e.ttl_s)}"
+        if worst is None:
+            return f"{what}: worst case unknown ({e.instance_type} is not in the price table)"
+        ceiling = f" (ceiling ${e.max_cost_usd:,.2f})" if e.max_cost_usd is not None else ""
+        free = " (the local backend is free)" if worst == 0 and self.x.backend == "local" else ""
+        return f"{what}: worst case ${worst:,.2f}{ceiling}{free}"
+
+    async def _schedule_ttl(self, run: Run, expires_at: datetime, names: dict[Kind, str]) -> None:
+        """One-time schedules that delete the chain at its expiry, created before any part of it, so the
+        chain is never up without them. A resumed run finds its rows and creates nothing twice."""
+        await self.backend.ensure_schedule_group()
+        tags = self._tag_map(run, **{TAG_EXPIRES: utc_iso(expires_at)})
+        rows = []
+        for kind in CHAIN:
+            at = fire_time(expires_at, kind, self.timing.ttl_stagger_s)
+            spec = schedule_request(kind, names[kind], at, role_arn=self._scheduler_role, tags=tags)
+            rows.append(await self._intent(run, Kind.SCHEDULE, spec["Name"], spec, expires_at=at))
+        for row in await self._converge(rows, poll_s=self.timing.endpoint_poll_s):
+            if row.desired is Desired.ABSENT:
+                raise RunFailed(self._expired_message(expires_at, "before its schedules were created"))
+            if row.status != "ENABLED":
+                raise RunFailed(f"schedule {row.name} is {row.status}: the endpoint's TTL would not hold")
+        self.reporter.step(f"TTL: schedules delete the endpoint at {utc_iso(expires_at)} whether or not jobman runs")
 
     async def _evaluate(self, endpoint: Resource, data: PreparedData, out_dir: Path) -> dict[str, Any]:
         ev = self.x.evaluation
@@ -324,21 +450,25 @@ class ExperimentRun:
         return await self.ledger.add_resource(run.id, kind, name, spec, at=self.clock.now(), **extra)
 
     async def _wait(self, resource: Resource, *, poll_s: float, logs: bool = False) -> Resource:
-        """Converge one resource until it is settled; its deadline and action live in the ledger row."""
+        return (await self._converge([resource], poll_s=poll_s, logs=logs))[0]
+
+    async def _converge(self, resources: list[Resource], *, poll_s: float, logs: bool = False) -> list[Resource]:
+        """Converge resources until each is settled; their deadlines and actions live in the ledger rows.
+        With `logs`, the first one's training log streams to the reporter meanwhile."""
         log_cursor: str | None = None
-        current = [resource]
+        current = resources
         while True:
             result = await self.reconciler.reconcile(current, create=True)
             current = self._report(current, result)
             for _, error in result.errors:
                 if not error.retryable:
                     raise error
-            if logs and current[0].status not in (ABSENT, "Pending"):
-                lines, log_cursor = await self.backend.training_log(resource.name, log_cursor)
+            if logs and current[0].status not in (ABSENT, PENDING):
+                lines, log_cursor = await self.backend.training_log(current[0].name, log_cursor)
                 for line in lines:
                     self.reporter.log_line(line)
-            if settled(current[0]) or _stuck_out_of_service(current[0]):
-                return current[0]
+            if all(settled(r) or _stuck_out_of_service(r) for r in current):
+                return current
             await self.clock.sleep(poll_s)
 
     def _report(self, before: list[Resource], result: PassResult) -> list[Resource]:

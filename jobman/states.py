@@ -51,6 +51,13 @@ ENDPOINT_MEANINGS: dict[str, Meaning] = {
     "Failed": Meaning.FAILED,  # accepts only DeleteEndpoint
 }
 
+# A schedule is ENABLED until it fires (then, with ActionAfterCompletion DELETE, it is gone); one that
+# somebody disabled will not fire, so the TTL it stands for no longer holds.
+SCHEDULE_MEANINGS: dict[str, Meaning] = {
+    "ENABLED": Meaning.OK,
+    "DISABLED": Meaning.FAILED,
+}
+
 _COMMON = {PENDING: Meaning.PENDING, ABSENT: Meaning.GONE}
 
 
@@ -63,6 +70,8 @@ def meaning(kind: Kind, status: str, *, stop_requested: bool = False) -> Meaning
         return TRAINING_JOB_MEANINGS.get(status, Meaning.UNKNOWN)
     if kind is Kind.ENDPOINT:
         return ENDPOINT_MEANINGS.get(status, Meaning.UNKNOWN)
+    if kind is Kind.SCHEDULE:
+        return SCHEDULE_MEANINGS.get(status, Meaning.UNKNOWN)
     return Meaning.OK if status == PRESENT else Meaning.UNKNOWN
 
 

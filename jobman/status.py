@@ -29,6 +29,7 @@ def resource_view(r: Resource, run: Run, now: datetime) -> dict[str, Any]:
         "age_s": round((now - r.created_at).total_seconds(), 1),
         "expires_at": _iso(r.expires_at),
         "ttl_left_s": round((r.expires_at - now).total_seconds(), 1) if r.expires_at and r.status != ABSENT else None,
+        "ttl_expired": r.expires_at is not None and r.expires_at <= now,
         "instance_type": r.instance_type,
         "instance_count": r.instance_count,
         "billed_s": None if cost is None else round(cost.billed_s, 1),

@@ -16,6 +16,10 @@ from jobman.ledger.store import Ledger
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "boston.toml"
+SCHEDULER_ROLE_ARN = "arn:aws:iam::123456789012:role/JobmanScheduler"
+# The example on the AWS backend: it then needs the role its TTL schedules assume.
+SAGEMAKER = {'backend = "local"': 'backend = "sagemaker"',
+             "[aws]": f'[aws]\nscheduler_role_arn = "{SCHEDULER_ROLE_ARN}"'}
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +28,14 @@ def jobman_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JOBMAN_HOME", str(home))
     monkeypatch.delenv("JOBMAN_DB_URL", raising=False)
     monkeypatch.setenv("JOBMAN_LOCAL_IDLE_S", "60")
-    for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+    # No test may reach real AWS: no credentials but those a test sets (moto's), no instance-metadata lookups.
+    for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                     "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                     "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return home
 
 

@@ -104,6 +104,9 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{port}"
 
     async def _shutdown(self) -> None:
+        for task in asyncio.all_tasks():  # handlers still sleeping on a slow fault end now
+            if task is not asyncio.current_task():
+                task.cancel()
         await self._runner.cleanup()
         await self._session.close()
 

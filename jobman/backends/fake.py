@@ -2,6 +2,7 @@
 
 Training jobs are InProgress for `training_polls` observations, then Completed (or whatever
 `training_outcome` says); endpoints are Creating for `endpoint_polls` observations, then InService.
+Schedules fire when a test calls `fire_due_schedules`, as EventBridge Scheduler would at their time.
 Tests reach into `resources` to change state behind the controller's back, and read `calls`.
 """
 
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from jobman.errors import BackendError, InvokeError, ResourceInUse, ResourceNotFound
-from jobman.kinds import KIND_API, Kind
+from jobman.kinds import KIND_API, SCHEDULE_GROUP, Kind
+from jobman.tags import tags_in_description
+from jobman.ttl import schedule_target
 
 ACCOUNT = "111122223333"
 
@@ -77,7 +80,7 @@ class FakeBackend:
 
     def _summary(self, r: FakeResource) -> dict[str, Any]:
         api = KIND_API[r.kind]
-        summary = {api.name_key: r.name, api.arn_key: r.arn, "CreationTime": r.created}
+        summary = {api.name_key: r.name, api.arn_key: r.arn, api.created_key: r.created}
         if api.status_key:
             summary[api.status_key] = r.status
         return summary
@@ -99,9 +102,13 @@ class FakeBackend:
         name = request[api.name_key]
         if (kind, name) in self.resources:
             raise ResourceInUse(f"{kind.value} {name}: Cannot create already existing {kind.value}")
-        arn = f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind.value.replace('_', '-')}/{name.lower()}"
-        status = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating"}.get(kind)
-        tags = {t["Key"]: t["Value"] for t in request.get("Tags", [])}
+        if kind is Kind.SCHEDULE:
+            arn = f"arn:aws:scheduler:{self.region}:{ACCOUNT}:schedule/{SCHEDULE_GROUP}/{name}"
+            tags = tags_in_description(request.get("Description"))
+        else:
+            arn = f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind.value.replace('_', '-')}/{name.lower()}"
+            tags = {t["Key"]: t["Value"] for t in request.get("Tags", [])}
+        status = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating", Kind.SCHEDULE: "ENABLED"}.get(kind)
         self.resources[(kind, name)] = FakeResource(kind, name, request, arn, self._now(), status, tags=tags)
         return {api.arn_key: arn}
 
@@ -129,7 +136,7 @@ class FakeBackend:
                 continue
             if name_contains and name_contains not in r.name:
                 continue
-            if created_after and r.created <= created_after:
+            if created_after and KIND_API[kind].sortable and r.created <= created_after:
                 continue
             found.append(r)
         for _ in range(max(1, -(-len(found) // 100))):  # one call a page of 100, as SageMaker pages
@@ -163,6 +170,26 @@ class FakeBackend:
             if r.arn == arn:
                 return dict(r.tags)
         raise ResourceNotFound(arn)
+
+    async def ensure_schedule_group(self) -> None:
+        self._count("ensure_schedule_group")
+
+    def fire_due_schedules(self, now: datetime) -> list[str]:
+        """What EventBridge Scheduler does at a schedule's time: call its target, then delete the schedule."""
+        fired = []
+        for r in [r for r in self.resources.values() if r.kind is Kind.SCHEDULE and r.status == "ENABLED"]:
+            at = datetime.fromisoformat(r.request["ScheduleExpression"][3:-1]).replace(tzinfo=UTC)
+            if at > now:
+                continue
+            target = schedule_target(r.request)
+            if target is not None and target in self.resources:
+                if target[0] is Kind.ENDPOINT:
+                    self.resources[target].status = "Deleting"
+                else:
+                    del self.resources[target]
+            del self.resources[(r.kind, r.name)]
+            fired.append(r.name)
+        return fired
 
     async def training_log(self, job_name: str, cursor: str | None) -> tuple[list[str], str | None]:
         self._count("get_log_events")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -23,8 +24,10 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from jobman.backoff import Backoff, RateLimiter, retry
-from jobman.errors import BackendError, InvokeError, ResourceInUse, ResourceNotFound
-from jobman.kinds import KIND_API, Kind
+from jobman.durations import format_duration
+from jobman.errors import BackendError, InvokeError, ResourceInUse, ResourceNotFound, Unreachable
+from jobman.kinds import KIND_API, SCHEDULE_GROUP, Kind
+from jobman.tags import TAG_MANAGED, tags_in_description
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 THROTTLING = frozenset({
@@ -34,10 +37,13 @@ THROTTLING = frozenset({
 INVOKE_RETRYABLE = THROTTLING | {
     "ServiceUnavailable", "ModelNotReadyException", "InternalFailure", "InternalDependencyException",
 }
-# Refused, reset or timed-out connections (and their subclasses); not NoCredentialsError, ParamValidationError, …
-TRANSIENT_BOTOCORE = (HTTPClientError, BotoConnectionError)
 CONTROL_BACKOFF = Backoff(attempts=5, base_s=0.5, cap_s=20.0)  # after botocore's own retries
+UNREACHABLE_BUDGET_S = 180.0  # connection failures this long in a row end the wait with Unreachable
 _NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity"})
+# The connection itself failed (refused, reset, timed out): the cloud may be gone, not the request wrong.
+# Not NoCredentialsError, ParamValidationError, …: those will not pass by waiting.
+CONNECTION_ERRORS = (HTTPClientError, BotoConnectionError, aiohttp.ClientConnectionError, ConnectionError, TimeoutError)
+Reconnect = Callable[[], Awaitable[str]]
 
 
 def _error_code(exc: ClientError) -> str:
@@ -56,7 +62,7 @@ def translate(exc: ClientError, what: str) -> BackendError:
     not_found = "could not find" in lowered or "requested resource not found" in lowered
     if code in _NOT_FOUND_CODES or (code == "ValidationException" and not_found):
         return ResourceNotFound(f"{what}: {message}")
-    if code in ("ResourceInUse", "ResourceInUseException") or (
+    if code in ("ResourceInUse", "ResourceInUseException", "ConflictException") or (
         code == "ValidationException" and ("already exist" in lowered or "cannot create" in lowered)
     ):
         return ResourceInUse(f"{what}: {message}")
@@ -65,8 +71,8 @@ def translate(exc: ClientError, what: str) -> BackendError:
 
 
 def _transient(exc: BaseException) -> bool:
-    """Connection trouble may pass; missing credentials or a bad parameter will not."""
-    return not isinstance(exc, BotoCoreError) or isinstance(exc, TRANSIENT_BOTOCORE)
+    """Other transport trouble may pass; missing credentials or a bad parameter will not."""
+    return not isinstance(exc, BotoCoreError)
 
 
 def _is_throttle(exc: BaseException) -> bool:
@@ -86,15 +92,19 @@ class AwsBackend:
         credentials: dict[str, str] | None = None,
         control_concurrency: int = 16,
         control_rate_per_s: float = 40.0,
+        control_attempts: int = 4,  # botocore's own tries per call, before jobman's backoff
         invoke_pool: int = 256,  # the most requests in flight an experiment file allows
         backoff: Backoff = CONTROL_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        reconnect: Reconnect | None = None,
+        unreachable_budget_s: float = UNREACHABLE_BUDGET_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name, self.region = name, region
         self._session = aioboto3.Session(profile_name=profile or None, region_name=region, **(credentials or {}))
         self._endpoint_url = endpoint_url
         self._control_config = AioConfig(
-            retries={"mode": "standard", "total_max_attempts": 4},
+            retries={"mode": "standard", "total_max_attempts": control_attempts},
             max_pool_connections=max(10, control_concurrency),
             connect_timeout=10, read_timeout=60,
         )
@@ -111,6 +121,10 @@ class AwsBackend:
         self._control_concurrency, self._control_rate_per_s = control_concurrency, control_rate_per_s
         self._backoff, self._sleep = backoff, sleep
         self.calls: Counter[str] = Counter()  # API calls made, by operation: what the benchmarks count
+        # The local server may stop under a run: `reconnect` starts it again and says where it now listens.
+        self._reconnect, self._reconnect_lock = reconnect, asyncio.Lock()
+        self._unreachable_budget_s, self._monotonic = unreachable_budget_s, monotonic
+        self._unreachable_since: float | None = None
 
     async def _client(self, service: str) -> Any:
         async with self._client_lock:
@@ -125,6 +139,40 @@ class AwsBackend:
         await self._stack.aclose()
         self._clients.clear()
 
+    async def __aenter__(self) -> AwsBackend:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def _where(self) -> str:
+        return f"the local server at {self._endpoint_url}" if self.name == "local" else f"AWS in {self.region}"
+
+    async def _connection_failed(self, exc: BaseException, what: str) -> BackendError:
+        """A failed connection: restart the local server, or count it against the budget for being unreachable."""
+        url = self._endpoint_url
+        if self._reconnect is not None:
+            async with self._reconnect_lock:
+                if self._endpoint_url == url:  # nobody reconnected meanwhile
+                    try:
+                        new_url = await self._reconnect()
+                    except BackendError as restart_error:
+                        return Unreachable(f"{what}: the local server stopped and could not be started again: "
+                                           f"{restart_error}")
+                    if new_url != url:
+                        await self._stack.aclose()  # clients are bound to the old port
+                        self._clients.clear()
+                        self._endpoint_url = new_url
+            return BackendError(f"{what}: {exc}", code=type(exc).__name__, retryable=True)
+        now = self._monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        elif now - self._unreachable_since > self._unreachable_budget_s:
+            return Unreachable(f"{what}: cannot reach {self._where} for "
+                               f"{format_duration(now - self._unreachable_since)}: {exc}")
+        return BackendError(f"{what}: {exc}", code=type(exc).__name__, retryable=True)
+
     def _bounds_for(self, service: str) -> tuple[asyncio.Semaphore, RateLimiter]:
         if service not in self._bounds:
             self._bounds[service] = (
@@ -134,7 +182,6 @@ class AwsBackend:
         return self._bounds[service]
 
     async def _call(self, service: str, operation: str, what: str, **params: Any) -> dict[str, Any]:
-        client = await self._client(service)
         semaphore, limiter = self._bounds_for(service)
 
         async def once() -> dict[str, Any]:
@@ -142,11 +189,15 @@ class AwsBackend:
                 await limiter.acquire()
                 self.calls[operation] += 1
                 try:
-                    return await getattr(client, operation)(**params)  # type: ignore[no-any-return]
+                    answer = await getattr(await self._client(service), operation)(**params)
                 except ClientError as exc:
                     raise translate(exc, what) from None
-                except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+                except CONNECTION_ERRORS as exc:
+                    raise await self._connection_failed(exc, what) from None
+                except (BotoCoreError, aiohttp.ClientError) as exc:
                     raise BackendError(f"{what}: {exc}", code=type(exc).__name__, retryable=_transient(exc)) from None
+                self._unreachable_since = None
+                return answer  # type: ignore[no-any-return]
 
         return await retry(once, retryable=_is_throttle, policy=self._backoff, sleep=self._sleep)
 
@@ -184,24 +235,35 @@ class AwsBackend:
 
     async def create(self, kind: Kind, request: dict[str, Any]) -> dict[str, Any]:
         api = KIND_API[kind]
-        return await self._call("sagemaker", api.create, f"{kind.value} {request[api.name_key]}", **request)
+        what = f"{kind.value} {request[api.name_key]}"
+        response = await self._call(api.service, api.create, what, **request)
+        if api.create_arn_key:
+            return {api.arn_key: response.get(api.create_arn_key)}
+        return response
 
     async def describe(self, kind: Kind, name: str) -> dict[str, Any]:
         api = KIND_API[kind]
-        return await self._call("sagemaker", api.describe, f"{kind.value} {name}", **{api.name_key: name})
+        return await self._call(api.service, api.describe, f"{kind.value} {name}", **{api.name_key: name}, **api.scope)
 
     async def list_summaries(
         self, kind: Kind, *, name_contains: str | None = None, created_after: datetime | None = None
     ) -> list[dict[str, Any]]:
         api = KIND_API[kind]
-        params: dict[str, Any] = {"MaxResults": 100, "SortBy": "CreationTime", "SortOrder": "Ascending"}
+        params: dict[str, Any] = {"MaxResults": 100, **api.scope}
+        if api.sortable:
+            params.update(SortBy="CreationTime", SortOrder="Ascending")
+            if created_after is not None:
+                params["CreationTimeAfter"] = created_after
         if name_contains:
-            params["NameContains"] = name_contains
-        if created_after is not None:
-            params["CreationTimeAfter"] = created_after
+            params[api.name_filter] = name_contains
         items: list[dict[str, Any]] = []
         while True:
-            page = await self._call("sagemaker", api.list, f"list {kind.value}s", **params)
+            try:
+                page = await self._call(api.service, api.list, f"list {kind.value}s", **params)
+            except ResourceNotFound:
+                if api.scope:  # the group itself is missing (never made in this region): nothing in it
+                    return items
+                raise
             items.extend(page.get(api.list_key, []))
             token = page.get("NextToken")
             if not token:
@@ -212,12 +274,17 @@ class AwsBackend:
         api = KIND_API[kind]
         if api.delete is None:
             raise BackendError(f"{kind.value} {name}: SageMaker cannot delete this kind", code="Unsupported")
-        await self._call("sagemaker", api.delete, f"delete {kind.value} {name}", **{api.name_key: name})
+        await self._call(api.service, api.delete, f"delete {kind.value} {name}", **{api.name_key: name}, **api.scope)
 
     async def stop_training_job(self, name: str) -> None:
         await self._call("sagemaker", "stop_training_job", f"stop training job {name}", TrainingJobName=name)
 
     async def list_tags(self, arn: str) -> dict[str, str]:
+        if arn.startswith("arn:aws:scheduler:") or ":scheduler:" in arn.split("/", 1)[0]:
+            # Schedules have no tags of their own; jobman keeps its tags in their Description.
+            name = arn.rsplit("/", 1)[-1]
+            schedule = await self.describe(Kind.SCHEDULE, name)
+            return tags_in_description(schedule.get("Description"))
         tags: dict[str, str] = {}
         params: dict[str, Any] = {"ResourceArn": arn, "MaxResults": 100}
         while True:
@@ -226,6 +293,20 @@ class AwsBackend:
             if not page.get("NextToken"):
                 return tags
             params["NextToken"] = page["NextToken"]
+
+    async def ensure_schedule_group(self) -> None:
+        """jobman's schedule group, created once (tagged as jobman's) where it is missing."""
+        what = f"schedule group {SCHEDULE_GROUP}"
+        try:
+            await self._call("scheduler", "get_schedule_group", what, Name=SCHEDULE_GROUP)
+            return
+        except ResourceNotFound:
+            pass
+        try:
+            await self._call("scheduler", "create_schedule_group", what, Name=SCHEDULE_GROUP,
+                             Tags=[{"Key": TAG_MANAGED, "Value": "true"}])
+        except ResourceInUse:
+            pass  # another jobman process made it meanwhile
 
     # logs
 
@@ -266,6 +347,9 @@ class AwsBackend:
             message = exc.response.get("Error", {}).get("Message", str(exc))
             retryable = code in INVOKE_RETRYABLE or _http_status(exc) >= 500
             raise InvokeError(f"{code}: {message}", code=code, retryable=retryable) from None
-        except (BotoCoreError, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        except CONNECTION_ERRORS as exc:
+            failure = await self._connection_failed(exc, f"invoke {endpoint_name}")
+            raise InvokeError(str(failure), code=failure.code, retryable=failure.retryable) from None
+        except (BotoCoreError, aiohttp.ClientError) as exc:
             retryable = _transient(exc)
             raise InvokeError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=retryable) from None

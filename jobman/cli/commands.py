@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,8 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.status import Status
 from rich.table import Table
 
+from jobman.backends.base import Backend
 from jobman.cli import console, domain_errors, err_console, print_json
 from jobman.clock import SystemClock
+from jobman.config import AwsConfig
 from jobman.cost import FREE_BACKENDS
 from jobman.durations import format_duration
 from jobman.fleet import FleetReport
@@ -147,8 +150,9 @@ def run_command(file: Path) -> None:
         )
         console.print(f"  predictions and plot in {outcome.output_dir}/", highlight=False)
         if outcome.kept_endpoint is not None:
+            by = "its schedules delete" if experiment.endpoint.ttl_enforcement == "schedule" else "`jobman gc` deletes"
             console.print(
-                f"  endpoint {outcome.kept_endpoint.name} kept; `jobman gc` deletes it after its TTL, "
+                f"  endpoint {outcome.kept_endpoint.name} kept; {by} it after its TTL, "
                 f"`jobman stop {experiment.name}` now",
                 highlight=False,
             )
@@ -168,14 +172,23 @@ def run_command(file: Path) -> None:
 
 
 def status_command(experiment: str | None, as_json: bool) -> None:
+    from jobman.fleet import refresh_expired
     from jobman.status import status_view
 
-    async def main() -> dict:  # type: ignore[type-arg]
+    async def open_backend(name: str, aws: AwsConfig) -> Backend:  # imported only when something expired
+        from jobman.backends.factory import open_backend as open_aws_backend
+
+        return await open_aws_backend(name, aws)
+
+    async def main() -> tuple[dict, list[str]]:  # type: ignore[type-arg]
         async with open_ledger() as ledger:
-            return await status_view(ledger, SystemClock().now(), experiment=experiment)
+            notes = await refresh_expired(ledger, open_backend, SystemClock())
+            return await status_view(ledger, SystemClock().now(), experiment=experiment), notes
 
     with domain_errors():
-        view = asyncio.run(main())
+        view, notes = asyncio.run(main())
+    for note in notes:
+        err_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     if as_json:
         print_json(view)
         return
@@ -197,7 +210,7 @@ def status_command(experiment: str | None, as_json: bool) -> None:
             table.add_row(
                 r["kind"], r["name"], r["desired"], f"[{style}]{r['status']}[/{style}]",
                 format_duration(r["age_s"]),
-                "-" if ttl is None else ("expired" if ttl <= 0 else format_duration(ttl)),
+                "expired" if r["ttl_expired"] else ("-" if ttl is None else format_duration(ttl)),
                 "-" if r["billed_s"] is None else format_duration(r["billed_s"]),
                 "free" if exp["backend"] in FREE_BACKENDS and r["billed_s"] is not None
                 else _usd(r["billed_s"], r["cost_usd"]),
@@ -269,22 +282,27 @@ def reconcile_command(every: str | None) -> None:
 
 
 def gc_command(dry_run: bool, every: str | None, backend: str | None, region: str) -> None:
-    from jobman.backends.factory import open_backend
-    from jobman.gc import collect_garbage, known_targets
-    from jobman.paths import jobman_home
+    from jobman.backends.factory import aws_default_region, local_regions, open_backend, open_running_backend
+    from jobman.gc import collect, collect_garbage, default_targets
+    from jobman.ledger.db import ledger_exists
 
     with domain_errors():
         check_backend(backend)
+    # A dry run writes nothing: no new ledger file, and no local server started just to look.
+    opener = open_running_backend if dry_run else open_backend
 
     async def one_pass() -> None:
-        async with open_ledger() as ledger:
+        async with contextlib.AsyncExitStack() as stack:
+            ledger = None if dry_run and not ledger_exists() else await stack.enter_async_context(open_ledger())
             if backend is not None:
-                targets = {(backend, region)}
+                targets, notes = {(backend, region)}, list[str]()
             else:
-                targets = await known_targets(ledger)
-                if (jobman_home() / "local").is_dir():
-                    targets.add(("local", region))
-            report = await collect_garbage(ledger, open_backend, SystemClock(), targets, dry_run=dry_run)
+                targets, notes = await default_targets(ledger, local_regions(), aws_default_region)
+            if dry_run:
+                report = await collect(ledger, opener, SystemClock(), targets)
+            else:
+                assert ledger is not None
+                report = await collect_garbage(ledger, opener, SystemClock(), targets, dry_run=False)
         table = Table(title="would delete" if dry_run else "deleted", title_justify="left")
         for column in ("kind", "name", "backend", "expired at", "why"):
             table.add_column(column)
@@ -295,6 +313,8 @@ def gc_command(dry_run: bool, every: str | None, backend: str | None, region: st
             console.print(table)
         if not dry_run:
             _print_fleet(report)
+        for note in [*notes, *report.notes]:
+            err_console.print(f"  note: {note}", highlight=False, markup=False, soft_wrap=True)
         console.print(f"gc: {len(report.candidates)} expired"
                       f"{' (dry run: nothing deleted)' if dry_run else ''}", highlight=False)
 

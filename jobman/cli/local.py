@@ -16,8 +16,9 @@ from jobman.errors import BackendError, ConfigError, JobmanError
 from jobman.paths import jobman_home
 
 app = typer.Typer(
-    help="The local backend's server: S3, SageMaker, SageMaker Runtime, CloudWatch Logs and STS on 127.0.0.1, "
-    "with real XGBoost training and endpoint processes underneath. Its state lives in $JOBMAN_HOME/local.",
+    help="The local backend's server: S3, SageMaker, SageMaker Runtime, CloudWatch Logs, STS and EventBridge "
+    "Scheduler on 127.0.0.1, with real XGBoost training and endpoint processes underneath, and one-time schedules "
+    "that really fire. Its state lives in $JOBMAN_HOME/local.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,8 +55,8 @@ def serve(
         str,
         typer.Option(
             "--idle-timeout",
-            help="Stop after this long with no request, no training job running and no endpoint up, "
-            "in seconds or like 90s, 10m, 1h. 0 (the default for serve) never stops.",
+            help="Stop after this long with no request, no training job running, no endpoint up and no schedule "
+            "left to fire, in seconds or like 90s, 10m, 1h. 0 (the default for serve) never stops.",
         ),
     ] = "0",
 ) -> None:
@@ -83,7 +84,7 @@ def serve(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """Show whether the server runs, its URL and pid, and its training jobs and endpoints."""
+    """Show whether the server runs, its URL and pid, its training jobs and endpoints, and pending schedules."""
     from jobman.backends.local.daemon import server_status
 
     with _errors():
@@ -104,6 +105,7 @@ def _print_status(info: dict[str, Any]) -> None:
                   f"home {info['home']}", highlight=False)
     jobs = ", ".join(f"{n} {s}" for s, n in sorted(info["training_jobs"].items())) or "none"
     console.print(f"Training jobs: {jobs}", highlight=False)
+    console.print(f"Schedules pending: {info.get('schedules_pending', 0)}", highlight=False)
     rows = info["endpoint_processes"]
     if not rows:
         console.print("Endpoints: none", highlight=False)

@@ -26,6 +26,15 @@ def database_url() -> str:
     return os.environ.get("JOBMAN_DB_URL") or f"sqlite+aiosqlite:///{jobman_home() / 'ledger.db'}"
 
 
+def ledger_exists(url: str | None = None) -> bool:
+    """False for a SQLite ledger whose file is not there yet (opening it would create it)."""
+    url = url or database_url()
+    if not url.startswith("sqlite"):
+        return True
+    database = url.split("///", 1)[1] if "///" in url else ""
+    return not database or database == ":memory:" or Path(database.split("?", 1)[0]).exists()
+
+
 def alembic_config(url: str | None = None) -> Config:
     import jobman.migrations as migrations_pkg  # the top-level migrations/ folder, installed as a package
 

@@ -53,6 +53,14 @@ def names_on_backend(server: LocalServer) -> dict[str, list[str]]:
     }
 
 
+def schedules_on_backend(server: LocalServer) -> list[str]:
+    scheduler = server.client("scheduler")
+    try:
+        return [s["Name"] for s in scheduler.list_schedules(GroupName="jobman")["Schedules"]]
+    except scheduler.exceptions.ResourceNotFoundException:
+        return []
+
+
 def test_kept_endpoint_outlives_jobman_and_a_server_restart(local_server: LocalServer, tmp_path: Path) -> None:
     path = write_experiment(tmp_path / "exp.toml", {"keep = false": "keep = true"})
     done = jobman("run", str(path), cwd=tmp_path)
@@ -81,6 +89,7 @@ def test_kept_endpoint_outlives_jobman_and_a_server_restart(local_server: LocalS
     assert stopped.returncode == 0, stopped.stderr
     on_backend = names_on_backend(local_server)
     assert on_backend["endpoints"] == [] and on_backend["configs"] == [] and on_backend["models"] == []
+    assert schedules_on_backend(local_server) == []
     local = jobman("local", "status", "--json", cwd=tmp_path)
     assert not json.loads(local.stdout)["endpoints"]
 
@@ -115,7 +124,11 @@ def test_kill_9_then_rerun_converges(local_server: LocalServer, tmp_path: Path, 
         f"{EXPERIMENT}-r1-model": "Absent",
         f"{EXPERIMENT}-r1-config": "Absent",
         f"{EXPERIMENT}-r1-endpoint": "Absent",
+        f"{EXPERIMENT}-r1-ttl-model": "Absent",
+        f"{EXPERIMENT}-r1-ttl-config": "Absent",
+        f"{EXPERIMENT}-r1-ttl-endpoint": "Absent",
     }
+    assert schedules_on_backend(local_server) == []
 
 
 def test_ctrl_c_saves_state_and_says_how_to_resume(local_server: LocalServer, tmp_path: Path) -> None:
@@ -138,7 +151,9 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(local_server: LocalServer, tm
 
 
 def test_gc_reaps_an_expired_kept_endpoint(local_server: LocalServer, tmp_path: Path) -> None:
-    path = write_experiment(tmp_path / "exp.toml", {"keep = false": "keep = true", 'ttl = "1h"': 'ttl = "1s"'})
+    # With "gc" enforcement nothing else deletes the expired endpoint (no schedules are made).
+    path = write_experiment(tmp_path / "exp.toml", {"keep = false": 'keep = true\nttl_enforcement = "gc"',
+                                                   'ttl = "1h"': 'ttl = "1s"'})
     done = jobman("run", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert names_on_backend(local_server)["endpoints"] == [f"{EXPERIMENT}-r1-endpoint"]

@@ -17,7 +17,7 @@ from jobman.config import AwsConfig
 from jobman.kinds import Kind
 from jobman.ledger.store import Ledger, Observation
 from jobman.reconciler import Reconciler
-from tests.conftest import jobman, write_experiment
+from tests.conftest import SAGEMAKER, jobman, write_experiment
 from tests.fault_proxy import FaultProxy
 from tests.moto_server import Moto
 
@@ -127,8 +127,7 @@ async def test_throttling_is_absorbed(moto: Moto, proxy: FaultProxy, ledger: Led
 
 def test_drift_seen_by_reconcile_and_stop_cleans_up(moto: Moto, tmp_path: Path) -> None:
     moto.queue_invoke_results(["\n".join(["21"] * 167)])
-    path = write_experiment(tmp_path / "exp.toml", {'backend = "local"': 'backend = "sagemaker"',
-                                                   "keep = false": "keep = true"})
+    path = write_experiment(tmp_path / "exp.toml", {**SAGEMAKER, "keep = false": "keep = true"})
     done = jobman("run", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     client = sm(moto)

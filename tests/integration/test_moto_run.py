@@ -16,10 +16,9 @@ from jobman.errors import RunFailed
 from jobman.kinds import Kind
 from jobman.ledger.store import Ledger, Resource
 from jobman.run import ExperimentRun, SilentReporter
-from tests.conftest import jobman, write_experiment
+from tests.conftest import SAGEMAKER, jobman, write_experiment
 from tests.moto_server import Moto
 
-SAGEMAKER = {'backend = "local"': 'backend = "sagemaker"'}
 TEST_ROWS = 167
 
 
@@ -55,6 +54,7 @@ def test_run_end_to_end_as_a_user(moto: Moto, tmp_path: Path) -> None:
         "model": ("Absent", "absent"),
         "endpoint_config": ("Absent", "absent"),
         "endpoint": ("Absent", "absent"),
+        "schedule": ("Absent", "absent"),  # the TTL schedules go once the chain is gone
     }
     assert all({"kind", "name", "arn", "desired", "status", "expires_at"} <= set(r) for r in exp["resources"])
     output = tmp_path / "jobman-output" / "boston-xgboost-r1"

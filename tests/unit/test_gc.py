@@ -65,13 +65,13 @@ async def test_ttl_expired_endpoint_is_deleted_with_its_chain(
     assert early.candidates == []
     clock.advance(3601)
     dry = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=True)
-    assert sorted(c.kind.value for c in dry.candidates) == ["endpoint", "endpoint_config", "model"]
+    assert sorted(c.kind.value for c in dry.candidates) == ["endpoint", "endpoint_config", "model"] + ["schedule"] * 3
     assert backend.calls["delete_endpoint"] == 0 and (Kind.ENDPOINT, "boston-xgboost-r1-endpoint") in backend.resources
     report = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=False)
-    assert len(report.candidates) == 3
+    assert len(report.candidates) == 6
     assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB]
     assert [op for op in backend.history if op.startswith("delete_")] == [
-        "delete_endpoint", "delete_endpoint_config", "delete_model"]
+        "delete_endpoint", "delete_endpoint_config", "delete_model"] + ["delete_schedule"] * 3
     again = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=False)
     assert again.candidates == [] and backend.calls["delete_endpoint"] == 1
 

@@ -65,7 +65,8 @@ async def test_full_run(experiment: Experiment, ledger: Ledger, backend: FakeBac
     assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB]
     # The chain is deleted in SageMaker's order, the config only once the endpoint is gone.
     order = [op for op in backend.history if op.startswith("delete_")]
-    assert order == ["delete_endpoint", "delete_endpoint_config", "delete_model"]
+    # Then the schedules that would have deleted them: a teardown cut short leaves the server-side TTL.
+    assert order == ["delete_endpoint", "delete_endpoint_config", "delete_model"] + ["delete_schedule"] * 3
     endpoint = resources[Kind.ENDPOINT]
     assert endpoint.expires_at is not None and endpoint.billed_from and endpoint.billed_until
     tags = backend_tags = {t["Key"]: t["Value"] for t in endpoint.spec["Tags"]}

@@ -42,6 +42,11 @@ def ensure_running(jobman_home: Path, *, idle_timeout_s: float | None = None) ->
         return _answering_url(where) or _start(where, idle_timeout_s)
 
 
+def running_url(jobman_home: Path) -> str | None:
+    """The URL of this home's server if one answers; never starts one."""
+    return _answering_url(layout(jobman_home))
+
+
 def server_status(jobman_home: Path) -> dict[str, Any] | None:
     """What the server reports (url, pid, uptime, job and endpoint counts, endpoint processes), or None."""
     where = layout(jobman_home)

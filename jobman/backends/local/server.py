@@ -1,7 +1,9 @@
-"""The local backend's server: one port on 127.0.0.1 for S3, SageMaker, SageMaker Runtime, Logs and STS.
+"""The local backend's server: one port on 127.0.0.1 for S3, SageMaker, SageMaker Runtime, Logs, STS and
+EventBridge Scheduler.
 
 Each request says which service it is for: SageMaker and Logs by `X-Amz-Target`; InvokeEndpoint by
-its path; STS and S3 by the service in the SigV4 credential scope (signatures are not checked).
+its path; Scheduler, STS and S3 by the service in the SigV4 credential scope (signatures are not checked).
+Due one-time schedules are fired from the supervision loop, once a second and once at start.
 `/_jobman/...` routes serve the daemon (health, status, shutdown); no bucket name can start with `_`.
 
 Run: `python -m jobman.backends.local.server --home DIR [--port 0] [--idle-timeout 300]`.
@@ -32,6 +34,9 @@ from jobman.backends.local.objects import ObjectStore
 from jobman.backends.local.runtime import RuntimeApi
 from jobman.backends.local.s3 import S3Api
 from jobman.backends.local.sagemaker_api import SageMakerApi
+from jobman.backends.local.schedule_store import ScheduleStore
+from jobman.backends.local.scheduler import Scheduler
+from jobman.backends.local.scheduler_api import SchedulerApi
 from jobman.backends.local.store import Layout, atomic_write_json, layout, read_json
 from jobman.backends.local.training import TrainingManager
 from jobman.backends.local.wire import AwsError
@@ -42,6 +47,7 @@ HOST = "127.0.0.1"
 DEFAULT_IDLE_S = 300.0
 TICK_S = 0.25
 IDLE_CHECK_S = 1.0
+SCHEDULE_CHECK_S = 1.0
 
 
 class AlreadyRunning(RuntimeError):
@@ -67,6 +73,9 @@ class Server:
         self.sagemaker = SageMakerApi(self.layout, self.training, self.endpoints)
         self.logs = LogsApi(self.layout.logs)
         self.runtime = RuntimeApi(self.endpoints)
+        self.schedules = ScheduleStore(self.layout)
+        self.scheduler_api = SchedulerApi(self.schedules, self.sagemaker.operations)
+        self.scheduler = Scheduler(self.schedules, self.sagemaker.operations, self.layout.logs)
         self.url = ""
         self.started_at = time.time()
         self.stopping = asyncio.Event()
@@ -104,6 +113,8 @@ class Server:
             return await self.logs.handle(request, scope)
         if target:
             return wire.json_error(AwsError("UnknownOperationException", f"No service here answers {target}."))
+        if scope.service == "scheduler":
+            return await self.scheduler_api.handle(request, scope)
         name = runtime.endpoint_name(path)
         if name is not None and scope.service in (None, "sagemaker"):
             return await self.runtime.handle(request, scope, name)
@@ -137,6 +148,7 @@ class Server:
             "endpoints": dict(self.endpoints.counts()),
             "endpoint_processes": self.endpoints.processes(),
             "training_processes": [{"name": n, "region": r} for r, n in self.training.running()],
+            "schedules_pending": self.schedules.pending(),
         }
 
     # --- lifecycle ---
@@ -144,6 +156,7 @@ class Server:
     async def serve(self, on_ready: Callable[[str], None] | None = None) -> None:
         self.layout.ensure()
         lock = _lock_or_fail(self.layout)
+        self.schedules.load()
         runner: web.AppRunner | None = None
         try:
             self.endpoints.session = aiohttp.ClientSession(
@@ -155,6 +168,7 @@ class Server:
             self.port = runner.addresses[0][1]
             self.url = f"http://{HOST}:{self.port}"
             await self.endpoints.start()
+            await self._fire_due_schedules()  # those that fell due while no server was running
             atomic_write_json(self.layout.server_json, {
                 "pid": os.getpid(), **supervisor.ref_for(os.getpid()).to_json(), "port": self.port, "url": self.url,
                 "started_at": self.started_at, "home": str(self.layout.root.parent),
@@ -192,18 +206,27 @@ class Server:
         await self.endpoints.drain()
 
     async def _supervise(self) -> None:
-        """Watch workers and the idle timer; a failing round is logged, never fatal."""
-        last_idle_check = 0.0
+        """Watch workers, fire due schedules, keep the idle timer; a failing round is logged, never fatal."""
+        last_idle_check, last_schedule_check = 0.0, time.monotonic()  # schedules were checked as it started
         while True:
             try:
                 self.training.tick()
                 await self.endpoints.tick()
+                if time.monotonic() - last_schedule_check >= SCHEDULE_CHECK_S:
+                    last_schedule_check = time.monotonic()
+                    await self._fire_due_schedules()
                 if time.monotonic() - last_idle_check >= IDLE_CHECK_S:
                     last_idle_check = time.monotonic()
                     self._check_idle()
             except Exception:
                 log.exception("supervision round failed")
             await asyncio.sleep(TICK_S)
+
+    async def _fire_due_schedules(self) -> None:
+        try:
+            await self.scheduler.tick()
+        except Exception:
+            log.exception("firing schedules failed")
 
     def _check_idle(self) -> None:
         if self._busy():
@@ -218,11 +241,16 @@ class Server:
             return True
         if self.training.running():
             return True
+        if self.schedules.pending():  # a schedule must still fire: only this server can fire it
+            return True
         return any(status in SERVING for status in self.endpoints.counts())
 
 
 def _internal_error(request: web.Request) -> web.Response:
     error = AwsError("InternalFailure", "The local server failed to process the request; see its log.", 500)
+    if wire.parse_scope(request.headers, request.rel_url.query).service == "scheduler":
+        error.code = "InternalServerException"
+        return wire.json_error(error, content_type="application/json")
     if request.headers.get("X-Amz-Target") or runtime.endpoint_name(request.raw_path):
         return wire.json_error(error)
     error.code = "InternalError"

@@ -42,6 +42,10 @@ class Layout:
         return self.root / "logs"
 
     @property
+    def scheduler(self) -> Path:  # scheduler/<region>/: EventBridge Scheduler's groups and schedules
+        return self.root / "scheduler"
+
+    @property
     def server_json(self) -> Path:
         return self.root / "server.json"
 

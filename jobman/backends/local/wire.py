@@ -150,7 +150,7 @@ async def read_json_body(request: web.Request, limit: int = 1 << 20) -> dict[str
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise AwsError("SerializationException", f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise AwsError("SerializationException", "The request body must be a JSON object.")

@@ -1,0 +1,27 @@
+"""Deterministic resource names: the same experiment, run and kind always give the same name."""
+
+from __future__ import annotations
+
+import hashlib
+
+from jobman.kinds import KIND_API, Kind
+
+SCHEDULE_NAME_MAX = 64  # EventBridge Scheduler's limit, `[0-9a-zA-Z-_.]+`
+
+
+def resource_name(experiment: str, run_number: int, kind: Kind) -> str:
+    return f"{experiment}-r{run_number}-{KIND_API[kind].suffix}"
+
+
+def schedule_name(target_name: str) -> str:
+    """The schedule that deletes `target_name`: `boston-r3-endpoint` -> `boston-r3-ttl-endpoint`.
+
+    It keeps the run's prefix, so one ListSchedules(NamePrefix) observes a run's schedules. A name that
+    would pass the limit keeps its head and ends in a digest of the whole, so it stays unique.
+    """
+    head, _, suffix = target_name.rpartition("-")
+    name = f"{head}-{KIND_API[Kind.SCHEDULE].suffix}-{suffix}" if head else f"ttl-{target_name}"
+    if len(name) <= SCHEDULE_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:SCHEDULE_NAME_MAX - 11]}-{digest}"
