@@ -12,6 +12,9 @@ Line rules:
   would skip it or fail on it, and either way the predictions would no longer line up with
   the file's rows.
 - With `header=True` the first line is skipped and never sent.
+- The first block must be text: no NUL byte, valid UTF-8 (a character cut by the block's end aside).
+  Anything else is a ConfigError saying the input is not text CSV, before a chunk is cut; later
+  blocks are not checked, so that reading stays a memcpy.
 
 Memory stays about 2 x max_payload_bytes + block_size, plus 8 bytes a row for the line index:
 the input is read in blocks and only its unsent tail is kept.
@@ -19,8 +22,10 @@ the input is read in blocks and only its unsent tail is kept.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -52,6 +57,36 @@ def row_range(first_row: int, rows: int) -> str:
     return f"row {first_row}" if rows == 1 else f"rows {first_row}–{first_row + rows - 1}"
 
 
+def check_text(head: bytes, source: str) -> None:
+    """ConfigError unless `head`, the input's first bytes, looks like text: no NUL byte, and UTF-8.
+
+    Binary input would otherwise fail far from its cause (a "blank line" at some row, or a ModelError).
+    """
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(f"{source} is not text CSV (a NUL byte at offset {nul})")
+    if not head.isascii():
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head)  # not final: a character may go on past `head`
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{source} is not text CSV (byte 0x{head[e.start]:02x} at offset {e.start} "
+                              f"is not UTF-8)") from None
+
+
+def check_csv_file(path: str) -> None:
+    """What can be known of an input file before anything is sent: it is a readable file, and starts as text."""
+    if Path(path).is_dir():
+        raise ConfigError(f"{path}: is a directory, not a CSV file")
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as src:
+            head = src.read(BLOCK_SIZE)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    check_text(head, path)
+
+
 class _Buffer:
     """The unsent tail of the input, `data[pos:]`, refilled from `src` in blocks, with a line index.
 
@@ -61,9 +96,11 @@ class _Buffer:
     more per byte.
     """
 
-    def __init__(self, src: BinaryIO, block_size: int) -> None:
+    def __init__(self, src: BinaryIO, block_size: int, source: str) -> None:
         self.src = src
         self.block_size = block_size
+        self.source = source  # how error messages name the input
+        self.started = False  # whether the first block has been read (and checked)
         self.data = b""
         self.pos = 0
         self.lf_before_pos = 0  # line feeds in data[:pos], kept in step with pos
@@ -83,6 +120,9 @@ class _Buffer:
             if not block:
                 self.eof = True
                 break
+            if not self.started:
+                check_text(block, self.source)
+                self.started = True
             parts.append(block)
             got += len(block)
         self.data = b"".join(parts)
@@ -113,13 +153,15 @@ def iter_chunks(
     *,
     header: bool = False,
     block_size: int = BLOCK_SIZE,
+    source: str = "input",
 ) -> Generator[Chunk, None, None]:
-    """Yield chunks of `src` in order; raise ConfigError for an oversized row or a blank line inside."""
+    """Yield chunks of `src` in order; raise ConfigError for input that is not text, an oversized row or a
+    blank line inside. `source` names the input in the first of these messages."""
     if max_payload_bytes < 1:
         raise ConfigError(f"max_payload_bytes must be at least 1, not {max_payload_bytes}")
     if max_rows_per_chunk is not None and max_rows_per_chunk < 1:
         raise ConfigError(f"max_rows_per_chunk must be at least 1, not {max_rows_per_chunk}")
-    buf = _Buffer(src, block_size)
+    buf = _Buffer(src, block_size, source)
     if header:
         _skip_header(buf)
     line_offset = 1 if header else 0  # file line = data row + line_offset

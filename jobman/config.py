@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobman import xgboost_hyperparameters
+from jobman.backends.names import BackendName
 from jobman.durations import parse_duration_s
 from jobman.errors import ConfigError
 from jobman.images import versions as xgboost_versions
@@ -17,7 +22,9 @@ from jobman.images import versions as xgboost_versions
 SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_EXPERIMENT_NAME = 40  # leaves room for "-r<run>-<kind>" within SageMaker's 63 characters
 INVOKE_BODY_LIMIT = 6_291_456  # SageMaker refuses larger InvokeEndpoint bodies
-BACKENDS = ("local", "sagemaker")
+
+
+BACKENDS = tuple(b.value for b in BackendName)
 BUILTIN_SOURCES = ("boston",)
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -26,6 +33,39 @@ SCHEDULER_ROLE_NEEDS = (
     "a role that trusts scheduler.amazonaws.com and may sagemaker:DeleteEndpoint, sagemaker:DeleteEndpointConfig "
     "and sagemaker:DeleteModel (README: 'TTL enforcement')"
 )
+
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state range
+ECHO_CHARS = 60  # an echoed value longer than this is cut: one line must stay readable
+DURATION = "a duration like '90s', '30m', '1h' or '2d'"
+HYPERPARAMETERS = "training.hyperparameters"
+
+
+@dataclass(frozen=True)
+class DurationRange:
+    least_s: float
+    most_s: float
+    words: str  # how an error message states the range
+
+
+MAX_RUNTIME_RANGE = DurationRange(  # MaxRuntimeInSeconds is a whole number of seconds, at least 1
+    1, 28 * 86400, "from 1s to 28d (SageMaker's MaxRuntimeInSeconds is at most 2,419,200 seconds)"
+)
+TTL_RANGE = DurationRange(0, 365 * 86400, "of at most 365d")
+WAIT_TIMEOUT_RANGE = DurationRange(0, 7 * 86400, "of at most 7d")
+
+# Every key each table may hold ("" is the top level; hyperparameters are the algorithm's own table).
+# All keys are checked before any value, so that a typo is reported as itself, not as the key it hides.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("name", "backend", "data", "training", "endpoint", "evaluation", "aws"),
+    "data": ("source", "target", "test_size", "validation_size", "seed"),
+    "training": ("algorithm", "algorithm_version", "instance_type", "instance_count", "volume_size_gb", "max_runtime",
+                 "hyperparameters"),
+    "endpoint": ("instance_type", "initial_instance_count", "keep", "ttl", "ttl_enforcement", "max_cost_usd",
+                 "wait_timeout"),
+    "evaluation": ("max_payload_bytes", "max_rows_per_chunk", "concurrency", "output_dir"),
+    "aws": ("region", "role_arn", "bucket", "prefix", "profile", "scheduler_role_arn"),
+}
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 T = TypeVar("T")
 
@@ -103,26 +143,71 @@ class Experiment:
     def data_path(self) -> Path | None:
         if self.data.source in BUILTIN_SOURCES:
             return None
-        return (self.path.parent / self.data.source).resolve()
+        try:
+            return (self.path.parent / self.data.source).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop; ValueError: a NUL byte
+            raise ConfigError(f"{self.path}: data.source: cannot resolve {echo(self.data.source)}: {exc}") from None
+
+
+def cut(text: str) -> str:
+    """`text` as an error message shows it: at most ECHO_CHARS characters, then an ellipsis and the full length."""
+    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}… ({len(text):,} characters)"
+
+
+def echo(value: object) -> str:
+    """A value from the user's input as an error message shows it: its repr, cut to a readable length."""
+    if isinstance(value, str) and len(value) > ECHO_CHARS:
+        return f"{value[:ECHO_CHARS]!r}… ({len(value):,} characters)"
+    return cut(repr(value))
+
+
+def one_line(path: Path | str) -> str:
+    """A path as an error message shows it: as it is, or as its repr if a line feed or the like would break the line."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def _dotted(prefix: str, key: str) -> str:
+    """A key as TOML would write it (quoted unless bare, so no newline ever reaches the message), under `prefix`."""
+    shown = key if BARE_KEY.fullmatch(key) else json.dumps(key)
+    return cut(f"{prefix}.{shown}" if prefix else shown)
+
+
+def _check_keys(file: Path, raw: Any, prefix: str = "") -> None:
+    """Refuse the first unknown key (in file order, at every table level), naming the closest valid one."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: {prefix}: expected a table, got {echo(raw)}")
+    if prefix == HYPERPARAMETERS:
+        known: Collection[str] = xgboost_hyperparameters.SPEC
+        otherwise = "expected a hyperparameter of the built-in XGBoost algorithm"
+    else:
+        known = TABLE_KEYS[prefix]
+        otherwise = f"expected one of {', '.join(known)}"
+    for key in raw:
+        if key not in known and not (prefix == HYPERPARAMETERS and xgboost_hyperparameters.is_known(key)):
+            closest = difflib.get_close_matches(key.lower(), known, n=1)
+            hint = f"did you mean {closest[0]!r}?" if closest else otherwise
+            raise ConfigError(f"{file}: {_dotted(prefix, key)}: unknown key; {hint}")
+    for key, value in raw.items():
+        table = f"{prefix}.{key}" if prefix else key
+        if table in TABLE_KEYS or table == HYPERPARAMETERS:
+            _check_keys(file, value, table)
 
 
 class _Table:
-    """One TOML table being read: remembers the keys taken so leftovers are reported as unknown."""
+    """One TOML table being read; its keys were checked against TABLE_KEYS before."""
 
-    def __init__(self, file: Path, prefix: str, raw: Any) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{file}: [{prefix}] must be a table")
+    def __init__(self, file: Path, prefix: str, raw: dict[str, Any]) -> None:
         self.file, self.prefix, self.raw = file, prefix, raw
-        self.taken: set[str] = set()
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
     def fail(self, name: str, expected: str) -> ConfigError:
-        return ConfigError(f"{self.file}: {self.key(name)}: expected {expected}, got {self.raw.get(name)!r}")
+        return ConfigError(f"{self.file}: {self.key(name)}: expected {expected}, got {echo(self.raw.get(name))}")
 
     def get(self, name: str, kind: type[T], default: T | None = None, *, required: bool = False) -> T:
-        self.taken.add(name)
+        assert name in TABLE_KEYS[self.prefix], f"{self.key(name)} is read but not in TABLE_KEYS"
         if name not in self.raw:
             if required:
                 raise ConfigError(f"{self.file}: {self.key(name)}: missing; expected {_describe(kind)}")
@@ -135,13 +220,7 @@ class _Table:
         return value  # type: ignore[no-any-return]
 
     def table(self, name: str) -> _Table:
-        self.taken.add(name)
         return _Table(self.file, self.key(name), self.raw.get(name, {}))
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.raw) - self.taken)
-        if unknown:
-            raise ConfigError(f"{self.file}: {self.key(unknown[0])}: unknown key")
 
 
 def _describe(kind: type) -> str:
@@ -160,14 +239,16 @@ def _fraction(t: _Table, name: str, value: float) -> None:
         raise t.fail(name, "a number between 0 and 1 (exclusive)")
 
 
-def _duration(t: _Table, name: str, default: float) -> float:
-    t.taken.add(name)
+def _duration(t: _Table, name: str, default: float, allowed: DurationRange) -> float:
     if name not in t.raw:
         return default
     try:
-        return parse_duration_s(t.raw[name])
+        seconds = parse_duration_s(t.raw[name])
     except ValueError:
-        raise t.fail(name, "a duration like '90s', '30m', '1h' or '2d'") from None
+        seconds = None
+    if seconds is None or not allowed.least_s <= seconds <= allowed.most_s:
+        raise t.fail(name, f"{DURATION} {allowed.words}")
+    return seconds
 
 
 def _instance_type(t: _Table, name: str, default: str) -> str:
@@ -178,17 +259,26 @@ def _instance_type(t: _Table, name: str, default: str) -> str:
 
 
 def _hyperparameters(t: _Table) -> dict[str, str]:
+    """The values as SageMaker passes them (strings), checked against the algorithm's own table: a value the
+    training job would refuse is refused here, before any job exists."""
     out: dict[str, str] = {}
     for key, value in t.raw.items():
-        t.taken.add(key)
         if isinstance(value, bool):
             out[key] = "true" if value else "false"
         elif isinstance(value, int | float | str):
             out[key] = str(value)
         else:
             raise t.fail(key, "a string, number or boolean")
-    if "num_round" not in out:
-        raise ConfigError(f"{t.file}: {t.key('num_round')}: missing; the built-in XGBoost algorithm requires it")
+        if len(out[key]) > xgboost_hyperparameters.MAX_VALUE_CHARS:
+            raise t.fail(key, f"a value of at most {xgboost_hyperparameters.MAX_VALUE_CHARS:,} characters "
+                              "(SageMaker's limit)")
+    try:
+        xgboost_hyperparameters.parse_hyperparameters(out)
+    except xgboost_hyperparameters.HyperparameterError as exc:
+        if exc.name in out:
+            raise t.fail(exc.name, exc.expected) from None
+        # A required one: num_round always, num_class with a multi-class objective.
+        raise ConfigError(f"{t.file}: {t.key(exc.name)}: missing; expected {exc.expected}") from None
     return out
 
 
@@ -202,9 +292,10 @@ def _data(t: _Table) -> DataConfig:
     )
     _fraction(t, "test_size", data.test_size)
     _fraction(t, "validation_size", data.validation_size)
+    if not 0 <= data.seed <= MAX_SEED:
+        raise t.fail("seed", f"an integer from 0 to {MAX_SEED} (2**32 - 1)")
     if not data.source:
         raise t.fail("source", "'boston' or a path to a CSV file")
-    t.finish()
     return data
 
 
@@ -221,12 +312,11 @@ def _training(t: _Table) -> TrainingConfig:
         instance_type=_instance_type(t, "instance_type", "ml.m4.xlarge"),
         instance_count=t.get("instance_count", int, 1),
         volume_size_gb=t.get("volume_size_gb", int, 5),
-        max_runtime_s=_duration(t, "max_runtime", 86400.0),
+        max_runtime_s=_duration(t, "max_runtime", 86400.0, MAX_RUNTIME_RANGE),
         hyperparameters=_hyperparameters(t.table("hyperparameters")),
     )
     _positive(t, "instance_count", cfg.instance_count)
     _positive(t, "volume_size_gb", cfg.volume_size_gb)
-    t.finish()
     return cfg
 
 
@@ -235,8 +325,8 @@ def _endpoint(t: _Table) -> EndpointConfig:
         instance_type=_instance_type(t, "instance_type", "ml.m4.xlarge"),
         initial_instance_count=t.get("initial_instance_count", int, 1),
         keep=t.get("keep", bool, False),
-        ttl_s=_duration(t, "ttl", 3600.0),
-        wait_timeout_s=_duration(t, "wait_timeout", 1800.0),
+        ttl_s=_duration(t, "ttl", 3600.0, TTL_RANGE),
+        wait_timeout_s=_duration(t, "wait_timeout", 1800.0, WAIT_TIMEOUT_RANGE),
         ttl_enforcement=t.get("ttl_enforcement", str, "schedule"),
         max_cost_usd=t.get("max_cost_usd", float, None),
     )
@@ -245,7 +335,6 @@ def _endpoint(t: _Table) -> EndpointConfig:
         raise t.fail("ttl_enforcement", "'schedule' (server-side schedules delete the endpoint) or 'gc'")
     if cfg.max_cost_usd is not None and not (0 <= cfg.max_cost_usd < float("inf")):
         raise t.fail("max_cost_usd", "a finite number of US dollars, at least 0")
-    t.finish()
     return cfg
 
 
@@ -262,7 +351,6 @@ def _evaluation(t: _Table) -> EvaluationConfig:
         _positive(t, "max_rows_per_chunk", cfg.max_rows_per_chunk)
     if not 0 < cfg.concurrency <= 256:
         raise t.fail("concurrency", "an integer from 1 to 256")
-    t.finish()
     return cfg
 
 
@@ -283,7 +371,6 @@ def _aws(t: _Table) -> AwsConfig:
         raise t.fail("scheduler_role_arn", "an IAM role ARN like 'arn:aws:iam::123456789012:role/JobmanScheduler'")
     if cfg.bucket and not BUCKET.match(cfg.bucket):
         raise t.fail("bucket", "an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens)")
-    t.finish()
     return cfg
 
 
@@ -292,6 +379,9 @@ def parse_experiment(text: str, path: Path) -> Experiment:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ConfigError(f"{path}: not valid TOML for jobman: arrays or tables nested too deeply") from None
+    _check_keys(path, raw)
     top = _Table(path, "", raw)
     name = top.get("name", str, required=True)
     if len(name) > MAX_EXPERIMENT_NAME or not SAGEMAKER_NAME.match(name):
@@ -321,8 +411,34 @@ def parse_experiment(text: str, path: Path) -> Experiment:
         )
     if "training" not in raw:
         raise ConfigError(f"{path}: [training]: missing; expected a table with [training.hyperparameters]")
-    top.finish()
     return experiment
+
+
+def check_output_dir(x: Experiment) -> None:
+    """The run makes <output_dir>/<name>-r<N>/: refuse a place where no folder can be made, creating nothing.
+
+    Walks up to the first path that exists: it must be a folder (or a link to one); a file, a broken link or a
+    link loop on the way would make the run fail after training. A folder still to be made needs write access."""
+    value = x.evaluation.output_dir
+    where = f"{x.path}: evaluation.output_dir"
+    target = Path(value)
+    if "\0" in value:
+        raise ConfigError(f"{where}: expected a folder path, got {echo(value)}")
+    for folder in (target, *target.parents):
+        try:
+            if folder.is_dir():
+                break
+        except OSError as exc:  # is_dir() answers False for the usual errors; not for, say, a name too long
+            raise ConfigError(f"{where}: {echo(value)} cannot be used as a folder: {exc.strerror}") from None
+        if os.path.lexists(folder):
+            raise ConfigError(
+                f"{where}: expected a folder (or a path where one can be made), but {one_line(folder)} "
+                "exists and is not a folder"
+            )
+    else:
+        raise ConfigError(f"{where}: the current folder does not exist")
+    if folder != target and not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: {echo(value)} cannot be made: no write access to {one_line(folder)}")
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -17,9 +17,27 @@ class ConfigError(JobmanError):
 
 
 class LedgerError(JobmanError):
-    """The ledger cannot be used as it is (for example an out-of-date schema)."""
+    """The ledger cannot be used as it is (for example an out-of-date schema). The message names the database."""
 
     exit_code = 3
+
+
+class LedgerDamaged(LedgerError):
+    """The ledger file is not a database, or a damaged one. jobman never repairs or replaces it."""
+
+
+class LedgerReadOnly(LedgerError):
+    """The ledger cannot be written by this process (file, folder or file system); reading may still work."""
+
+
+class LedgerBusy(LedgerError):
+    """Another process held the ledger's write lock for longer than the busy timeout."""
+
+    retryable = True
+
+
+class NotInLedger(LedgerError):
+    """A row jobman looked up by its id is not in the ledger (removed by another process, or a replaced file)."""
 
 
 class BackendError(JobmanError):

@@ -15,10 +15,11 @@ from jobman.backends.base import Backend
 from jobman.clock import Clock
 from jobman.config import AwsConfig
 from jobman.errors import BackendError, ConfigError
-from jobman.kinds import TEARDOWN_ORDER
+from jobman.kinds import TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Resource, Run
 from jobman.reconciler import PassResult, Reconciler, teardown_chain
-from jobman.states import ABSENT, Desired
+from jobman.states import Desired, RunStatus, Status
+from jobman.status import stale as is_stale
 from jobman.timing import Timing
 
 Target = tuple[str, str]  # (backend name, region)
@@ -31,12 +32,10 @@ class FleetReport:
     changes: list[tuple[Resource, Resource]] = field(default_factory=list)  # (before, after)
     errors: list[str] = field(default_factory=list)
 
-    def absorb(self, before: list[Resource], result: PassResult) -> list[Resource]:
-        after = [result.get(r) for r in before]
-        self.changes.extend((b, a) for b, a in zip(before, after, strict=True) if b.status != a.status)
+    async def absorb(self, result: PassResult) -> None:
+        self.changes.extend((b, a) for b, a in result.changes if b.status != a.status)
         self.actions.extend(result.actions)
         self.errors.extend(f"{r.kind.value} {r.name}: {e}" for r, e in result.errors)
-        return after
 
 
 async def runs_by_id(ledger: Ledger) -> dict[int, Run]:
@@ -57,16 +56,22 @@ async def group_by_target(ledger: Ledger, resources: list[Resource]) -> dict[Tar
 
 @asynccontextmanager
 async def opened(open_backend: OpenBackend, target: Target) -> AsyncIterator[Backend]:
-    backend = await open_backend(target[0], AwsConfig(region=target[1]))
-    try:
+    async with await open_backend(target[0], AwsConfig(region=target[1])) as backend:
         yield backend
-    finally:
-        await backend.aclose()
+
+
+async def endpoint_target(ledger: Ledger, endpoint: str, fallback: Target) -> Target:
+    """Where an endpoint lives: its run's backend and region when the ledger knows it, else `fallback`."""
+    known = await ledger.resource_by_name(Kind.ENDPOINT, endpoint)
+    if known is None:
+        return fallback
+    run = await ledger.run(known.run_id)
+    return run.backend, run.region
 
 
 def live(r: Resource) -> bool:
     """Worth observing: anything not both unwanted and gone."""
-    return not (r.desired is Desired.ABSENT and r.status == ABSENT)
+    return not (r.desired is Desired.ABSENT and r.status == Status.ABSENT)
 
 
 async def reconcile_all(ledger: Ledger, open_backend: OpenBackend, clock: Clock) -> FleetReport:
@@ -75,8 +80,7 @@ async def reconcile_all(ledger: Ledger, open_backend: OpenBackend, clock: Clock)
     tracked = [r for r in await ledger.resources() if live(r)]
     for target, group in (await group_by_target(ledger, tracked)).items():
         async with opened(open_backend, target) as backend:
-            result = await Reconciler(ledger, backend, clock).reconcile(group)
-            report.absorb(group, result)
+            await report.absorb(await Reconciler(ledger, backend, clock).reconcile(group))
     return report
 
 
@@ -87,8 +91,7 @@ async def refresh_expired(ledger: Ledger, open_backend: OpenBackend, clock: Cloc
     """Observe, without acting, what is past its expiry but not yet seen gone, so that `jobman status` shows
     what the TTL's schedules did while no jobman process ran. Returns a note for each backend not reached."""
     now = clock.now()
-    stale = [r for r in await ledger.resources(kinds=TEARDOWN_ORDER)
-             if live(r) and r.status != ABSENT and r.expires_at is not None and r.expires_at <= now]
+    stale = [r for r in await ledger.resources(kinds=TEARDOWN_ORDER) if is_stale(r, now)]
     notes = []
     for target, group in (await group_by_target(ledger, stale)).items():
         try:
@@ -114,6 +117,6 @@ async def stop_experiment(ledger: Ledger, open_backend: OpenBackend, clock: Cloc
             await Reconciler(ledger, backend, clock).tear_down(group, poll_s=poll_s, on_pass=report.absorb)
     for run in runs:
         if not run.finished:
-            await ledger.update_run(run.id, status="stopped", message="stopped by jobman stop",
+            await ledger.update_run(run.id, status=RunStatus.STOPPED, message="stopped by jobman stop",
                                     finished_at=clock.now())
     return report

@@ -28,7 +28,7 @@ from jobman.kinds import CHAIN, KIND_API, TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Observation, Resource
 from jobman.paths import jobman_home
 from jobman.reconciler import Reconciler, teardown_chain
-from jobman.states import ABSENT, PRESENT
+from jobman.states import RunStatus, Status
 from jobman.tags import TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED
 from jobman.timing import Timing
 
@@ -62,7 +62,7 @@ async def expired_in_ledger(ledger: Ledger, now: datetime) -> list[Resource]:
     resources = [r for r in await ledger.resources() if live(r)]
     expired_runs = {
         r.run_id for r in resources
-        if r.kind in CHAIN and r.expires_at is not None and r.expires_at <= now and r.status != ABSENT
+        if r.kind in CHAIN and r.expires_at is not None and r.expires_at <= now and r.status != Status.ABSENT
     }
     return [r for r in teardown_chain(resources) if r.run_id in expired_runs and r.kind in TEARDOWN_ORDER]
 
@@ -86,8 +86,8 @@ async def find_orphans(
             name = summary[api.name_key]
             if (kind, name) in known:
                 continue
-            status = summary.get(api.status_key) if api.status_key else PRESENT
-            if status == "Deleting":
+            status = summary.get(api.status_key) if api.status_key else Status.PRESENT
+            if status == Status.DELETING:
                 continue
             tags = await backend.list_tags(summary[api.arn_key])
             if tags.get(TAG_MANAGED) != "true":
@@ -113,11 +113,11 @@ async def adopt_orphans(ledger: Ledger, orphans: list[Candidate], now: datetime)
             assert exp is not None
             run = await ledger.start_run(exp.id, digest="orphaned", backend=o.target[0], region=o.target[1],
                                          config_path="-", at=now)
-            await ledger.update_run(run.id, status="orphaned", message="adopted by jobman gc", finished_at=now)
+            await ledger.update_run(run.id, status=RunStatus.ORPHANED, message="adopted by jobman gc", finished_at=now)
             runs[key] = run.id
         # Created when the backend says, so the reconciler's creation-time filter still lists it.
         row = await ledger.add_resource(runs[key], o.kind, o.name, {}, at=o.created_at or now, expires_at=o.expires_at)
-        row = await ledger.record(row.id, Observation(status=o.status or PRESENT, arn=o.arn,
+        row = await ledger.record(row.id, Observation(status=o.status or Status.PRESENT, arn=o.arn,
                                                       message="orphan: tagged by jobman, unknown to this ledger"),
                                   at=now)
         adopted.append(row)

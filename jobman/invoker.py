@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from jobman.backoff import Backoff
+from jobman.backoff import Backoff, retry
 from jobman.chunking import Chunk, iter_chunks
 from jobman.config import INVOKE_BODY_LIMIT
 from jobman.errors import ConfigError, InvokeError
@@ -130,6 +130,7 @@ async def invoke_stream(
     options: InvokeOptions,
     *,
     on_progress: Callable[[int], None] | None = None,
+    source: str = "input",
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     rng: Callable[[], float] = random.random,
@@ -137,11 +138,13 @@ async def invoke_stream(
     """Predict every data row of `src` into `dst`, one line each, in input order.
 
     Raises InvokeError naming the rows of the first chunk that failed for good (non-retryable,
-    out of attempts, or a prediction count mismatch), ConfigError for unsendable input; other
-    exceptions propagate unchanged. In-flight requests are cancelled before anything is raised.
+    out of attempts, or a prediction count mismatch), ConfigError for unsendable input (binary
+    input is named by `source`); other exceptions propagate unchanged. In-flight requests are
+    cancelled before anything is raised.
     """
     started = clock()
-    chunks = iter_chunks(src, options.max_payload_bytes, options.max_rows_per_chunk, header=options.header)
+    chunks = iter_chunks(src, options.max_payload_bytes, options.max_rows_per_chunk, header=options.header,
+                         source=source)
     window = WINDOW_FACTOR * options.concurrency
     running: set[asyncio.Task[_ChunkResult]] = set()
     finished: asyncio.Queue[asyncio.Task[_ChunkResult]] = asyncio.Queue()
@@ -192,30 +195,36 @@ async def _send_chunk(
     rng: Callable[[], float],
 ) -> _ChunkResult:
     """One chunk, retried on retryable errors; its predictions checked against its row count."""
-    bytes_sent = 0
-    for attempt in range(options.max_attempts):
-        bytes_sent += len(chunk.body)
+    attempts = 0
+    latency_s = 0.0
+
+    async def attempt() -> bytes:
+        nonlocal attempts, latency_s
+        attempts += 1
         t0 = clock()
-        try:
-            response = await invoke(chunk.body)
-        except InvokeError as e:
-            if not e.retryable:
-                raise _named(chunk, e, "") from e
-            if attempt + 1 == options.max_attempts:
-                raise _named(chunk, e, f" (gave up after {options.max_attempts} attempts)") from e
-            await sleep(options.backoff.delay_s(attempt, rng))
-            continue
-        latency_s = clock() - t0
-        predictions = split_prediction_body(response)
-        if len(predictions) != chunk.rows:
-            start = response[:60].decode("utf-8", "replace")
-            raise InvokeError(
-                f"{chunk.label}: the endpoint returned {len(predictions)} predictions for {chunk.rows} rows "
-                f"(answer began {start!r})",
-                code="PredictionCountMismatch",
-            )
-        return _ChunkResult(chunk, predictions, latency_s, attempt, bytes_sent)
-    raise AssertionError("unreachable: max_attempts >= 1")
+        response = await invoke(chunk.body)
+        latency_s = clock() - t0  # the successful attempt's, as the summary reports it
+        return response
+
+    try:
+        response = await retry(attempt, retryable=_retryable, policy=options.backoff, sleep=sleep, rng=rng)
+    except InvokeError as e:
+        # `retry` raises a retryable error only once it is out of attempts.
+        raise _named(chunk, e, f" (gave up after {attempts} attempts)" if e.retryable else "") from e
+    predictions = split_prediction_body(response)
+    if len(predictions) != chunk.rows:
+        start = response[:60].decode("utf-8", "replace")
+        raise InvokeError(
+            f"{chunk.label}: the endpoint returned {len(predictions)} predictions for {chunk.rows} rows "
+            f"(answer began {start!r})",
+            code="PredictionCountMismatch",
+        )
+    return _ChunkResult(chunk, predictions, latency_s, attempts - 1, attempts * len(chunk.body))
+
+
+def _retryable(error: BaseException) -> bool:
+    """Only the endpoint's own retryable errors; anything else (a bug) propagates at once, unchanged."""
+    return isinstance(error, InvokeError) and error.retryable
 
 
 def _named(chunk: Chunk, error: InvokeError, suffix: str) -> InvokeError:

@@ -22,14 +22,22 @@ from jobman.backends.base import Backend
 from jobman.clock import Clock
 from jobman.durations import format_duration
 from jobman.errors import BackendError, ResourceInUse, ResourceNotFound, WaitTimeout
-from jobman.kinds import KIND_API, TEARDOWN_ORDER, Kind
+from jobman.kinds import CHAIN, KIND_API, TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Observation, Resource
-from jobman.states import ABSENT, BILLED_STATUSES, PENDING, PRESENT, Desired, Meaning, is_settled, meaning
+from jobman.states import (
+    BILLED_STATUSES,
+    CREATED_STATUS,
+    TRAINING_FINISHED,
+    Desired,
+    Meaning,
+    Status,
+    is_settled,
+    meaning,
+)
 from jobman.tags import TAG_CONFIG
 
 TEARDOWN_TIMEOUT_S = 1800.0
 CREATION_SKEW = timedelta(minutes=10)  # ledger time is taken before Create; allow for clock skew
-CREATED_STATUS = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating", Kind.SCHEDULE: "ENABLED"}
 DRIFT = "not found on the backend: deleted outside jobman"
 
 
@@ -38,16 +46,38 @@ class PassResult:
     resources: dict[int, Resource] = field(default_factory=dict)  # state after the pass, by id
     actions: list[str] = field(default_factory=list)
     errors: list[tuple[Resource, BackendError]] = field(default_factory=list)
+    changes: list[tuple[Resource, Resource]] = field(default_factory=list)  # (before, after), in the order made
+    deadlines: set[int] = field(default_factory=set)  # resources whose deadline passed (and was acted on)
+    expired: set[int] = field(default_factory=set)  # resources given up because their chain's TTL passed
 
     def get(self, resource: Resource) -> Resource:
         return self.resources.get(resource.id, resource)
 
+    def update(self, before: Resource, after: Resource) -> None:
+        self.resources[after.id] = after
+        if (before.status, before.desired) != (after.status, after.desired):
+            self.changes.append((before, after))
+
+
+@dataclass
+class Converged:
+    """Where a wait ended: each resource's last state, what passed its deadline or its TTL meanwhile, and the
+    resources given up on for a permanent error (the others were still waited for)."""
+
+    resources: list[Resource]
+    deadlines: set[int] = field(default_factory=set)
+    expired: set[int] = field(default_factory=set)
+    failed: list[tuple[Resource, BackendError]] = field(default_factory=list)
+
+
+OnPass = Callable[[PassResult], Awaitable[None]]
+
 
 def _needs_observation(r: Resource) -> bool:
-    if r.status == ABSENT and r.desired is Desired.ABSENT:
+    if r.status == Status.ABSENT and r.desired is Desired.ABSENT:
         return False
     # A finished training job never changes again once its details are recorded.
-    finished = r.kind is Kind.TRAINING_JOB and r.status in ("Completed", "Failed", "Stopped")
+    finished = r.kind is Kind.TRAINING_JOB and r.status in TRAINING_FINISHED
     return not (finished and r.details and "described" in r.details)
 
 
@@ -69,10 +99,10 @@ class Reconciler:
         current = {r.id: r for r in resources}
         unchanged = {r.id for r in tracked if r.id in observed and not _changes(r, observed[r.id])}
         await self.ledger.touch(sorted(unchanged), at=self.clock.now())  # one statement for the quiet majority
+        result.resources.update(current)
         for r in tracked:
             if r.id in observed and r.id not in unchanged:
-                current[r.id] = await self._record(r, observed[r.id])
-        result.resources.update(current)
+                current[r.id] = await self._record(r, observed[r.id], result)
         # Gone after its expiry: the TTL did its work (a schedule fired); the rest of the chain goes too.
         expired_runs = {r.run_id for r in tracked if _expired_and_gone(current[r.id], self.clock.now())}
         await self._expire_chains(expired_runs, result, "its TTL expired and part of the chain is gone")
@@ -96,42 +126,68 @@ class Reconciler:
         await self.ledger.set_desired([r.id for r in chain], Desired.ABSENT, at=now)
         for r in chain:
             await self.ledger.note(r.id, why, at=now)
-            result.resources[r.id] = await self.ledger.resource(r.id)
+            result.update(result.get(r), await self.ledger.resource(r.id))
+            result.expired.add(r.id)
 
-    async def tear_down(
+    async def converge(
         self,
         resources: list[Resource],
         *,
         poll_s: float,
-        timeout_s: float = TEARDOWN_TIMEOUT_S,
-        on_pass: Callable[[list[Resource], PassResult], list[Resource]] | None = None,
-    ) -> list[Resource]:
-        """Mark `resources` unwanted and reconcile until all are gone (or stopped); past the timeout, raise.
+        create: bool = False,
+        timeout_s: float | None = None,
+        done: Callable[[Resource], bool] | None = None,
+        on_pass: OnPass | None = None,
+    ) -> Converged:
+        """Reconcile `resources` until each is `done` (default: settled), calling `on_pass` after every pass.
 
-        A resource whose delete fails for good (access denied, say) stops being waited for; the others
-        still converge, then its error is raised.
+        A resource that fails for good (access denied, say) stops being waited for and is reported in
+        `failed`; the others still converge. Past `timeout_s`, WaitTimeout names what is left.
+        """
+        finished = done or settled
+        latest = {r.id: r for r in resources}
+        current = list(resources)
+        outcome = Converged(list(resources))
+        deadline = self.clock.now() + timedelta(seconds=timeout_s) if timeout_s is not None else None
+        while True:
+            result = await self.reconcile(current, create=create)
+            if on_pass is not None:
+                await on_pass(result)
+            outcome.deadlines |= result.deadlines
+            outcome.expired |= result.expired
+            failed = [(r, e) for r, e in result.errors if not e.retryable]
+            outcome.failed += failed
+            latest.update((r.id, result.get(r)) for r in current)
+            outcome.resources = [latest[r.id] for r in resources]
+            current = [latest[r.id] for r in current if not finished(latest[r.id])]
+            current = _without_given_up(current, {r.id for r, _ in failed})
+            if not current:
+                return outcome
+            if deadline is not None and self.clock.now() > deadline:
+                left = ", ".join(f"{r.name} ({r.status})" for r in current)
+                raise WaitTimeout(f"{left}: not settled within {format_duration(timeout_s or 0)}")
+            await self.clock.sleep(poll_s)
+
+    async def tear_down(
+        self, resources: list[Resource], *, poll_s: float, timeout_s: float = TEARDOWN_TIMEOUT_S,
+        on_pass: OnPass | None = None,
+    ) -> list[Resource]:
+        """Mark `resources` unwanted and converge until all are gone (or stopped).
+
+        A delete that fails for good is raised after the rest of the teardown has converged.
         """
         if not resources:
             return []
-        now = self.clock.now()
-        await self.ledger.set_desired([r.id for r in resources], Desired.ABSENT, at=now)
+        await self.ledger.set_desired([r.id for r in resources], Desired.ABSENT, at=self.clock.now())
         current = [await self.ledger.resource(r.id) for r in resources]
-        deadline = now + timedelta(seconds=timeout_s)
-        failed: list[str] = []
-        while True:
-            result = await self.reconcile(current)
-            current = on_pass(current, result) if on_pass else [result.get(r) for r in current]
-            given_up = {r.id for r, e in result.errors if not e.retryable}
-            failed += [str(e) for r, e in result.errors if not e.retryable]
-            current = [r for r in current if r.id not in given_up]
-            if all(settled(r) for r in current):
-                if failed:
-                    raise BackendError("teardown incomplete: " + "; ".join(failed), code="TeardownFailed")
-                return current
-            if self.clock.now() > deadline:
-                left = ", ".join(f"{r.name} ({r.status})" for r in current if not settled(r))
-                raise WaitTimeout(f"teardown did not finish within {format_duration(timeout_s)}: {left}")
-            await self.clock.sleep(poll_s)
+        try:
+            outcome = await self.converge(current, poll_s=poll_s, timeout_s=timeout_s, on_pass=on_pass)
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"teardown did not finish: {exc}") from None
+        if outcome.failed:
+            raise BackendError("teardown incomplete: " + "; ".join(str(e) for _, e in outcome.failed),
+                               code="TeardownFailed")
+        return outcome.resources
 
     # observe
 
@@ -162,19 +218,19 @@ class Reconciler:
         api = KIND_API[r.kind]
         summary = listed.get(r.name)
         if summary is None:
-            if r.status in (PENDING, ABSENT):
+            if r.status in (Status.PENDING, Status.ABSENT):
                 found[r.id] = Observation(status=r.status)
                 return
             # List can lag behind a Create; only a Describe saying "not found" means gone.
             try:
                 summary = await self.backend.describe(r.kind, r.name)
             except ResourceNotFound:
-                found[r.id] = Observation(status=ABSENT, message=self._gone_message(r))
+                found[r.id] = Observation(status=Status.ABSENT, message=self._gone_message(r))
                 return
-        if r.status == PENDING:
+        if r.status == Status.PENDING:
             # Intent recorded, then a crash or a lost reply: the name exists. Adopt it only if it is ours.
             await self._check_owner(r, summary.get(api.arn_key))
-        status = str(summary[api.status_key]) if api.status_key else PRESENT
+        status = str(summary[api.status_key]) if api.status_key else Status.PRESENT
         observation = Observation(status=status, arn=summary.get(api.arn_key))
         if self._wants_detail(r, status):
             observation = await self._describe(r, status)
@@ -194,17 +250,17 @@ class Reconciler:
     def _wants_detail(r: Resource, status: str) -> bool:
         if status != r.status:
             return True
-        if r.kind is Kind.TRAINING_JOB and status in ("Completed", "Failed", "Stopped"):
+        if r.kind is Kind.TRAINING_JOB and status in TRAINING_FINISHED:
             return not (r.details and "described" in r.details)
-        return status in ("Failed", "UpdateRollbackFailed") and not r.failure_reason
+        return meaning(r.kind, status) is Meaning.FAILED and not r.failure_reason
 
     async def _describe(self, r: Resource, listed_status: str) -> Observation:
         api = KIND_API[r.kind]
         try:
             d = await self.backend.describe(r.kind, r.name)
         except ResourceNotFound:
-            return Observation(status=ABSENT, message=self._gone_message(r))
-        status = str(d[api.status_key]) if api.status_key else PRESENT
+            return Observation(status=Status.ABSENT, message=self._gone_message(r))
+        status = str(d[api.status_key]) if api.status_key else Status.PRESENT
         details: dict[str, Any] = {}
         if r.kind is Kind.TRAINING_JOB:
             details = {
@@ -214,7 +270,7 @@ class Reconciler:
                 "training_end": _iso(d.get("TrainingEndTime")),
                 "billable_s": d.get("BillableTimeInSeconds"),
             }
-            if status in ("Completed", "Failed", "Stopped"):
+            if status in TRAINING_FINISHED:
                 details["described"] = True
         elif r.kind is Kind.ENDPOINT:
             details = {"creation_time": _iso(d.get("CreationTime"))}
@@ -225,23 +281,12 @@ class Reconciler:
             details={k: v for k, v in details.items() if v is not None},
         )
 
-    async def _record(self, r: Resource, obs: Observation) -> Resource:
+    async def _record(self, r: Resource, obs: Observation, result: PassResult) -> Resource:
+        """One observation, one transaction: the status, its event, and what follows from it for billing
+        and deadlines."""
         now = self.clock.now()
-        updated = await self.ledger.record(r.id, obs, at=now)
-        values: dict[str, Any] = {}
-        if updated.deadline_at is not None and meaning(r.kind, obs.status) in (Meaning.OK, Meaning.FAILED):
-            # A deadline bounds the way to the first settled state; a kept endpoint that is later
-            # Updating or OutOfService is not "late".
-            values["deadline_at"] = None
-        billed = BILLED_STATUSES.get(r.kind, frozenset())
-        if obs.status in billed and updated.billed_from is None:
-            values["billed_from"] = now
-        if obs.status not in billed and updated.billed_from is not None and updated.billed_until is None:
-            values["billed_until"] = now
-        if obs.status in billed and updated.billed_until is not None:
-            values["billed_until"] = None  # recreated after drift: billed again
-        if values:
-            updated = await self.ledger.update_resource(r.id, at=now, **values)
+        updated = await self.ledger.record(r.id, obs, at=now, **_bookkeeping(r, obs, now))
+        result.update(r, updated)
         return updated
 
     # act
@@ -256,12 +301,14 @@ class Reconciler:
                 await self._deadline_passed(r, result)
         if create:
             missing = [result.get(r) for r in wanted]
-            missing = [r for r in missing if r.desired is Desired.PRESENT and r.status in (PENDING, ABSENT)]
+            missing = [r for r in missing
+                       if r.desired is Desired.PRESENT and r.status in (Status.PENDING, Status.ABSENT)]
             await self._gather(missing, self._create, result)
 
     async def _deadline_passed(self, r: Resource, result: PassResult) -> None:
         now = self.clock.now()
-        if r.kind is Kind.TRAINING_JOB and r.status not in (PENDING, "Stopping"):
+        result.deadlines.add(r.id)
+        if r.kind is Kind.TRAINING_JOB and r.status not in (Status.PENDING, Status.STOPPING):
             await self.ledger.note(r.id, "deadline passed: stopping the training job", at=now)
             try:
                 await self.backend.stop_training_job(r.name)
@@ -273,25 +320,25 @@ class Reconciler:
         elif r.kind is Kind.ENDPOINT:
             await self.ledger.note(r.id, f"deadline passed while {r.status}: deleting the endpoint", at=now)
             await self.ledger.set_desired([r.id], Desired.ABSENT, at=now)
-            result.resources[r.id] = await self.ledger.resource(r.id)
+            result.update(r, await self.ledger.resource(r.id))
 
     async def _create(self, r: Resource, result: PassResult) -> None:
         api = KIND_API[r.kind]
         if r.kind is Kind.SCHEDULE and r.expires_at is not None and r.expires_at <= self.clock.now():
             # A fire time in the past is never sent: jobman deletes the chain itself instead.
-            result.resources[r.id] = await self._record(
-                r, Observation(status=ABSENT, message="not created: its time had passed; jobman deletes the chain"))
+            why = "not created: its time had passed; jobman deletes the chain"
+            await self._record(r, Observation(status=Status.ABSENT, message=why), result)
             await self._expire_chains({r.run_id}, result, "its TTL passed before its schedule was created")
             result.actions.append(f"expired {r.name} before creating it: tearing the chain down")
             return
         try:
             response = await self.backend.create(r.kind, r.spec)
-            obs = Observation(status=CREATED_STATUS.get(r.kind, PRESENT), arn=response.get(api.arn_key))
+            obs = Observation(status=CREATED_STATUS[r.kind], arn=response.get(api.arn_key))
             result.actions.append(f"created {r.kind.value} {r.name}")
         except ResourceInUse:
             obs = await self._adopt(r)
             result.actions.append(f"adopted {r.kind.value} {r.name}")
-        result.resources[r.id] = await self._record(r, obs)
+        await self._record(r, obs, result)
 
     async def _adopt(self, r: Resource) -> Observation:
         """A create met its own name: keep it if it carries this run's tags (a retried or resumed create)."""
@@ -316,32 +363,32 @@ class Reconciler:
         for kind in TEARDOWN_ORDER:
             group = [r for r in resources if r.kind is kind and r.run_id not in blocked_runs]
             await self._gather([r for r in group if r.desired is Desired.ABSENT], self._act_absent, result)
-            blocked_runs |= {r.run_id for r in group if result.get(r).status != ABSENT}
+            blocked_runs |= {r.run_id for r in group if result.get(r).status != Status.ABSENT}
         jobs = [r for r in resources if r.kind is Kind.TRAINING_JOB and r.desired is Desired.ABSENT]
         await self._gather(jobs, self._act_absent, result)
 
     async def _act_absent(self, r: Resource, result: PassResult) -> None:
         now = self.clock.now()
         if r.kind is Kind.TRAINING_JOB:
-            if meaning(r.kind, r.status) is Meaning.PENDING and r.status not in (PENDING, "Stopping"):
+            if meaning(r.kind, r.status) is Meaning.PENDING and r.status not in (Status.PENDING, Status.STOPPING):
                 await self.ledger.update_resource(r.id, at=now, stop_requested=True)
                 await self.backend.stop_training_job(r.name)
                 result.actions.append(f"stopped training job {r.name}")
-                result.resources[r.id] = await self._record(r, Observation(status="Stopping"))
-            elif r.status == PENDING:  # never created: nothing to stop
-                result.resources[r.id] = await self._record(r, Observation(status=ABSENT, message="never created"))
+                await self._record(r, Observation(status=Status.STOPPING), result)
+            elif r.status == Status.PENDING:  # never created: nothing to stop
+                await self._record(r, Observation(status=Status.ABSENT, message="never created"), result)
             return
-        if r.status == ABSENT or (r.kind is Kind.ENDPOINT and r.status == "Deleting"):
+        if r.status == Status.ABSENT or (r.kind is Kind.ENDPOINT and r.status == Status.DELETING):
             return
         if r.kind is Kind.ENDPOINT and not await self.ledger.claim_deletion(r.id, at=now):
             return  # another jobman process (a concurrent gc or run) is deleting it
         try:
             await self.backend.delete(r.kind, r.name)
-            status = "Deleting" if r.kind is Kind.ENDPOINT else ABSENT
+            status = Status.DELETING if r.kind is Kind.ENDPOINT else Status.ABSENT
             result.actions.append(f"deleted {r.kind.value} {r.name}")
         except ResourceNotFound:
-            status = ABSENT
-        result.resources[r.id] = await self._record(r, Observation(status=status))
+            status = Status.ABSENT
+        await self._record(r, Observation(status=status), result)
 
     async def _gather(
         self,
@@ -369,8 +416,35 @@ def _changes(r: Resource, obs: Observation) -> bool:
     )
 
 
+def _bookkeeping(r: Resource, obs: Observation, now: datetime) -> dict[str, Any]:
+    """What an observation changes besides the status: the deadline and the billed interval."""
+    values: dict[str, Any] = {}
+    if r.deadline_at is not None and meaning(r.kind, obs.status) in (Meaning.OK, Meaning.FAILED):
+        # A deadline bounds the way to the first settled state; a kept endpoint that is later
+        # Updating or OutOfService is not "late".
+        values["deadline_at"] = None
+    billed = BILLED_STATUSES.get(r.kind, frozenset())
+    if obs.status in billed and r.billed_from is None:
+        values["billed_from"] = now
+    if obs.status not in billed and r.billed_from is not None and r.billed_until is None:
+        values["billed_until"] = now
+    if obs.status in billed and r.billed_until is not None:
+        values["billed_until"] = None  # recreated after drift: billed again
+    return values
+
+
+def _without_given_up(resources: list[Resource], given_up: set[int]) -> list[Resource]:
+    """Stop waiting for resources that failed for good. A chain whose part could not be deleted keeps its
+    schedules: they are what still bounds it (the cloud may delete it with the schedules' role)."""
+    if not given_up:
+        return resources
+    held_runs = {r.run_id for r in resources if r.id in given_up and r.kind in CHAIN}
+    return [r for r in resources
+            if r.id not in given_up and not (r.kind is Kind.SCHEDULE and r.run_id in held_runs)]
+
+
 def _expired_and_gone(r: Resource, now: datetime) -> bool:
-    return (r.kind in TEARDOWN_ORDER and r.status == ABSENT and r.desired is Desired.PRESENT
+    return (r.kind in TEARDOWN_ORDER and r.status == Status.ABSENT and r.desired is Desired.PRESENT
             and r.expires_at is not None and r.expires_at <= now)
 
 

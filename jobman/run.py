@@ -17,9 +17,9 @@ from typing import Any, Protocol
 from jobman.backends.base import Backend
 from jobman.backends.factory import LOCAL_ROLE_ARN
 from jobman.clock import Clock, parse_utc_iso, utc_iso
-from jobman.config import Experiment
+from jobman.config import Experiment, check_output_dir
 from jobman.cost import worst_case_usd
-from jobman.dataprep import PreparedData, load_table, prepare
+from jobman.dataprep import PreparedData, check_test_rows_fit, load_table, prepare
 from jobman.durations import format_duration
 from jobman.errors import ConfigError, JobmanError, RunFailed, Unreachable, WaitTimeout
 from jobman.images import xgboost_image_uri
@@ -27,9 +27,9 @@ from jobman.invoker import InvokeOptions, invoke_stream, split_prediction_body
 from jobman.kinds import CHAIN, Kind
 from jobman.ledger.store import Ledger, Resource, Run
 from jobman.names import resource_name
-from jobman.reconciler import PassResult, Reconciler, settled, teardown_chain
+from jobman.reconciler import Converged, PassResult, Reconciler, settled, teardown_chain
 from jobman.report import regression_metrics, scatter_plot, write_predictions
-from jobman.states import ABSENT, PENDING, Desired, Meaning, meaning
+from jobman.states import Desired, Meaning, RunStatus, Status, meaning
 from jobman.tags import TAG_CONFIG, TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED, TAG_RUN
 from jobman.timing import Timing
 from jobman.ttl import fire_time, schedule_request
@@ -77,7 +77,8 @@ class RunOutcome:
 
 def check_inputs(experiment: Experiment) -> None:
     """Everything about the input that can be wrong, checked before the ledger or a backend is touched."""
-    load_table(experiment)
+    check_test_rows_fit(experiment, load_table(experiment))
+    check_output_dir(experiment)
     xgboost_image_uri(experiment.aws.region, experiment.training.algorithm_version)
     check_cost_ceiling(experiment)
 
@@ -110,7 +111,7 @@ def check_cost_ceiling(x: Experiment) -> None:
 def _stuck_out_of_service(r: Resource) -> bool:
     """An endpoint on its way to InService goes Creating -> InService or Failed; OutOfService there means its
     instances were taken away (on the local backend: `jobman local stop --endpoints`) and will not return."""
-    return r.kind is Kind.ENDPOINT and r.desired is Desired.PRESENT and r.status == "OutOfService"
+    return r.kind is Kind.ENDPOINT and r.desired is Desired.PRESENT and r.status == Status.OUT_OF_SERVICE
 
 
 class ExperimentRun:
@@ -159,7 +160,7 @@ class ExperimentRun:
             self.reporter.step(self._keeping(endpoint))
         else:
             await self.teardown(run)
-        outcome.run = await self.ledger.update_run(run.id, status="succeeded", finished_at=self.clock.now())
+        outcome.run = await self.ledger.update_run(run.id, status=RunStatus.SUCCEEDED, finished_at=self.clock.now())
         return outcome
 
     async def _open_run(self) -> tuple[Run, bool]:
@@ -179,7 +180,7 @@ class ExperimentRun:
             else:  # its resources live elsewhere; their TTL tags bound them, `jobman stop` ends them now
                 self.reporter.step(f"run {latest.number} is on {latest.backend}/{latest.region}: left to its TTL "
                                    f"(`jobman stop {self.x.name}` tears it down now)")
-            await self.ledger.update_run(latest.id, status="superseded", finished_at=now)
+            await self.ledger.update_run(latest.id, status=RunStatus.SUPERSEDED, finished_at=now)
         run = await self.ledger.start_run(
             exp.id, digest=digest, backend=self.x.backend, region=self.x.aws.region,
             config_path=str(self.x.path), at=now,
@@ -207,7 +208,7 @@ class ExperimentRun:
         except JobmanError as teardown_error:
             self.reporter.step(f"teardown of run {run.number} incomplete: {teardown_error}")
             message = f"{message}; teardown incomplete: {teardown_error}"
-        await self.ledger.update_run(run.id, status="failed", message=message, finished_at=self.clock.now())
+        await self.ledger.update_run(run.id, status=RunStatus.FAILED, message=message, finished_at=self.clock.now())
 
     async def _interrupted(self, run: Run, message: str) -> Unreachable:
         await self.ledger.update_run(run.id, message=f"interrupted: {message}")
@@ -221,7 +222,7 @@ class ExperimentRun:
         if not self.x.endpoint.keep:
             return None
         endpoints = await self.ledger.resources(run_ids=[run.id], kinds=[Kind.ENDPOINT])
-        serving = [r for r in endpoints if r.desired is Desired.PRESENT and r.status == "InService"]
+        serving = [r for r in endpoints if r.desired is Desired.PRESENT and r.status == Status.IN_SERVICE]
         return serving[0] if serving else None
 
     def _keeping(self, endpoint: Resource) -> str:
@@ -298,7 +299,7 @@ class ExperimentRun:
             run, Kind.TRAINING_JOB, name, spec, instance_type=t.instance_type, instance_count=t.instance_count,
             deadline_at=now + timedelta(seconds=t.max_runtime_s) + TRAINING_DEADLINE_SLACK,
         )
-        job = await self._wait(job, poll_s=self.timing.training_poll_s, logs=True)
+        job = (await self._wait(job, poll_s=self.timing.training_poll_s, logs=True)).resources[0]
         if meaning(job.kind, job.status) is not Meaning.OK:
             raise RunFailed(f"training job {name} {job.status}: {job.failure_reason or 'no reason given'}")
         return job
@@ -358,22 +359,24 @@ class ExperimentRun:
             instance_type=e.instance_type, instance_count=e.initial_instance_count,
             expires_at=expires_at, deadline_at=now + timedelta(seconds=e.wait_timeout_s),
         )
-        endpoint = await self._wait(endpoint, poll_s=self.timing.endpoint_poll_s)
-        if endpoint.desired is Desired.ABSENT:
-            if expires_at <= self.clock.now():
-                raise RunFailed(self._expired_message(expires_at, "before the endpoint was InService"))
+        waited = await self._wait(endpoint, poll_s=self.timing.endpoint_poll_s)
+        endpoint = waited.resources[0]
+        if endpoint.id in waited.expired:
+            raise RunFailed(self._expired_message(expires_at, "before the endpoint was InService"))
+        # A deadline this wait acted on, or one an earlier process acted on before this run was resumed.
+        if endpoint.id in waited.deadlines or endpoint.desired is Desired.ABSENT:
             raise WaitTimeout(
                 f"endpoint {endpoint_name} was not InService within {format_duration(e.wait_timeout_s)} "
                 "(endpoint.wait_timeout); it is being deleted"
             )
-        if endpoint.status != "InService":
+        if endpoint.status != Status.IN_SERVICE:
             reason = endpoint.failure_reason or "no reason given"
             raise RunFailed(f"endpoint {endpoint_name} {endpoint.status}: {reason}")
         return endpoint
 
     async def _wait_present(self, resource: Resource) -> None:
-        resource = await self._wait(resource, poll_s=self.timing.endpoint_poll_s)
-        if resource.status != "Present":
+        resource = (await self._wait(resource, poll_s=self.timing.endpoint_poll_s)).resources[0]
+        if resource.status != Status.PRESENT:
             raise RunFailed(f"{resource.kind.value} {resource.name} is {resource.status}")
 
     def _expired_message(self, expires_at: datetime, when: str) -> str:
@@ -400,10 +403,11 @@ class ExperimentRun:
             at = fire_time(expires_at, kind, self.timing.ttl_stagger_s)
             spec = schedule_request(kind, names[kind], at, role_arn=self._scheduler_role, tags=tags)
             rows.append(await self._intent(run, Kind.SCHEDULE, spec["Name"], spec, expires_at=at))
-        for row in await self._converge(rows, poll_s=self.timing.endpoint_poll_s):
-            if row.desired is Desired.ABSENT:
+        waited = await self._converge(rows, poll_s=self.timing.endpoint_poll_s)
+        for row in waited.resources:
+            if row.id in waited.expired:
                 raise RunFailed(self._expired_message(expires_at, "before its schedules were created"))
-            if row.status != "ENABLED":
+            if row.status != Status.ENABLED:
                 raise RunFailed(f"schedule {row.name} is {row.status}: the endpoint's TTL would not hold")
         self.reporter.step(f"TTL: schedules delete the endpoint at {utc_iso(expires_at)} whether or not jobman runs")
 
@@ -424,9 +428,12 @@ class ExperimentRun:
             summary = await invoke_stream(invoke, src, sink, options, on_progress=self.reporter.invoke_progress(rows))
         predicted = [float(p) for p in split_prediction_body(sink.getvalue())]
         metrics: dict[str, Any] = regression_metrics(data.test_labels, predicted)
-        write_predictions(out_dir / "predictions.csv", data.test_labels, predicted)
-        scatter_plot(out_dir / "predicted_vs_actual.png", data.test_labels, predicted,
-                     title=f"{self.x.name}: predicted vs actual (RMSE {metrics['rmse']:.2f})")
+        try:
+            write_predictions(out_dir / "predictions.csv", data.test_labels, predicted)
+            scatter_plot(out_dir / "predicted_vs_actual.png", data.test_labels, predicted,
+                         title=f"{self.x.name}: predicted vs actual (RMSE {metrics['rmse']:.2f})")
+        except OSError as exc:  # a full disk, a folder where the file should go: the user's to fix
+            raise ConfigError(f"cannot write the run's outputs in {out_dir}: {exc}") from exc
         metrics["invoke"] = summary.to_dict()
         return metrics
 
@@ -449,34 +456,33 @@ class ExperimentRun:
             return existing
         return await self.ledger.add_resource(run.id, kind, name, spec, at=self.clock.now(), **extra)
 
-    async def _wait(self, resource: Resource, *, poll_s: float, logs: bool = False) -> Resource:
-        return (await self._converge([resource], poll_s=poll_s, logs=logs))[0]
+    async def _wait(self, resource: Resource, *, poll_s: float, logs: bool = False) -> Converged:
+        return await self._converge([resource], poll_s=poll_s, logs=logs)
 
-    async def _converge(self, resources: list[Resource], *, poll_s: float, logs: bool = False) -> list[Resource]:
-        """Converge resources until each is settled; their deadlines and actions live in the ledger rows.
-        With `logs`, the first one's training log streams to the reporter meanwhile."""
-        log_cursor: str | None = None
-        current = resources
-        while True:
-            result = await self.reconciler.reconcile(current, create=True)
-            current = self._report(current, result)
-            for _, error in result.errors:
-                if not error.retryable:
-                    raise error
-            if logs and current[0].status not in (ABSENT, PENDING):
-                lines, log_cursor = await self.backend.training_log(current[0].name, log_cursor)
+    async def _converge(self, resources: list[Resource], *, poll_s: float, logs: bool = False) -> Converged:
+        """Converge until each resource is settled; deadlines and their actions live in the ledger rows.
+        With `logs`, the first resource's training log streams to the reporter meanwhile."""
+        cursor: list[str | None] = [None]
+
+        async def on_pass(result: PassResult) -> None:
+            await self._report(result)
+            job = result.get(resources[0])
+            if logs and job.status not in (Status.ABSENT, Status.PENDING):
+                lines, cursor[0] = await self.backend.training_log(job.name, cursor[0])
                 for line in lines:
                     self.reporter.log_line(line)
-            if all(settled(r) or _stuck_out_of_service(r) for r in current):
-                return current
-            await self.clock.sleep(poll_s)
 
-    def _report(self, before: list[Resource], result: PassResult) -> list[Resource]:
-        after = [result.get(r) for r in before]
-        for old, new in zip(before, after, strict=True):
-            if (old.status, old.desired) != (new.status, new.desired):
-                self.reporter.status(new)
+        outcome = await self.reconciler.converge(
+            resources, poll_s=poll_s, create=True, on_pass=on_pass,
+            done=lambda r: settled(r) or _stuck_out_of_service(r),
+        )
+        if outcome.failed:
+            raise outcome.failed[0][1]
+        return outcome
+
+    async def _report(self, result: PassResult) -> None:
+        for _, after in result.changes:  # in the order they happened
+            self.reporter.status(after)
         for resource, error in result.errors:
             if error.retryable:
                 self.reporter.step(f"{resource.name}: {error} (will retry)")
-        return after

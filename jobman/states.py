@@ -1,8 +1,10 @@
-"""What every SageMaker status means to the controller.
+"""Every status word jobman uses, and what each means to the controller.
 
-Observed statuses are SageMaker's own strings, plus three jobman ones for resources that have no
-status in the API or are not there: PENDING (intent recorded, not yet seen), PRESENT (a model or
-endpoint config that exists) and ABSENT (looked up and not found).
+Observed statuses are the cloud's own words (`Status`), plus three of jobman's for resources that have
+no status in the API or are not there: PENDING (intent recorded, not yet seen), PRESENT (a model or
+endpoint config that exists) and ABSENT (looked up and not found). A resource's observed status stays a
+plain string in the ledger, because the cloud may one day answer a word jobman does not know; such a
+word means "unknown", never "done". Runs have a closed set of statuses (`RunStatus`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,43 @@ from enum import StrEnum
 
 from jobman.kinds import Kind
 
-PENDING = "Pending"
-PRESENT = "Present"
-ABSENT = "Absent"
+
+class Status(StrEnum):
+    # jobman's own
+    PENDING = "Pending"
+    PRESENT = "Present"
+    ABSENT = "Absent"
+    # TrainingJobStatus (and TransformJobStatus)
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    DELETING = "Deleting"
+    # EndpointStatus (Deleting and Failed as above)
+    CREATING = "Creating"
+    IN_SERVICE = "InService"
+    UPDATING = "Updating"
+    SYSTEM_UPDATING = "SystemUpdating"
+    ROLLING_BACK = "RollingBack"
+    OUT_OF_SERVICE = "OutOfService"
+    UPDATE_ROLLBACK_FAILED = "UpdateRollbackFailed"
+    # EventBridge Scheduler's ScheduleState
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"  # by `jobman stop`
+    SUPERSEDED = "superseded"  # a changed file started a new run
+    ORPHANED = "orphaned"  # made by gc to record orphans it adopted
+
+    @property
+    def finished(self) -> bool:
+        return self is not RunStatus.RUNNING
 
 
 class Meaning(StrEnum):
@@ -30,49 +66,67 @@ class Desired(StrEnum):
     ABSENT = "absent"
 
 
-TRAINING_JOB_MEANINGS: dict[str, Meaning] = {
-    "InProgress": Meaning.PENDING,
-    "Stopping": Meaning.PENDING,
-    "Completed": Meaning.OK,
-    "Failed": Meaning.FAILED,
-    "Stopped": Meaning.FAILED,  # a failure unless jobman asked for it; see training_job_meaning
-    "Deleting": Meaning.TRANSIENT,
+TRAINING_JOB_MEANINGS: dict[Status, Meaning] = {
+    Status.IN_PROGRESS: Meaning.PENDING,
+    Status.STOPPING: Meaning.PENDING,
+    Status.COMPLETED: Meaning.OK,
+    Status.FAILED: Meaning.FAILED,
+    Status.STOPPED: Meaning.FAILED,  # a failure unless jobman asked for it; see `meaning`
+    Status.DELETING: Meaning.TRANSIENT,
 }
 
-ENDPOINT_MEANINGS: dict[str, Meaning] = {
-    "Creating": Meaning.PENDING,
-    "InService": Meaning.OK,
-    "Updating": Meaning.TRANSIENT,
-    "SystemUpdating": Meaning.TRANSIENT,
-    "RollingBack": Meaning.TRANSIENT,
-    "OutOfService": Meaning.TRANSIENT,
-    "Deleting": Meaning.TRANSIENT,
-    "UpdateRollbackFailed": Meaning.FAILED,
-    "Failed": Meaning.FAILED,  # accepts only DeleteEndpoint
+ENDPOINT_MEANINGS: dict[Status, Meaning] = {
+    Status.CREATING: Meaning.PENDING,
+    Status.IN_SERVICE: Meaning.OK,
+    Status.UPDATING: Meaning.TRANSIENT,
+    Status.SYSTEM_UPDATING: Meaning.TRANSIENT,
+    Status.ROLLING_BACK: Meaning.TRANSIENT,
+    Status.OUT_OF_SERVICE: Meaning.TRANSIENT,
+    Status.DELETING: Meaning.TRANSIENT,
+    Status.UPDATE_ROLLBACK_FAILED: Meaning.FAILED,
+    Status.FAILED: Meaning.FAILED,  # accepts only DeleteEndpoint
 }
 
 # A schedule is ENABLED until it fires (then, with ActionAfterCompletion DELETE, it is gone); one that
 # somebody disabled will not fire, so the TTL it stands for no longer holds.
-SCHEDULE_MEANINGS: dict[str, Meaning] = {
-    "ENABLED": Meaning.OK,
-    "DISABLED": Meaning.FAILED,
+SCHEDULE_MEANINGS: dict[Status, Meaning] = {
+    Status.ENABLED: Meaning.OK,
+    Status.DISABLED: Meaning.FAILED,
 }
 
-_COMMON = {PENDING: Meaning.PENDING, ABSENT: Meaning.GONE}
+# Models and endpoint configs have no status in the API: they are there or not.
+RECORD_MEANINGS: dict[Status, Meaning] = {Status.PRESENT: Meaning.OK}
+
+MEANINGS: dict[Kind, dict[Status, Meaning]] = {
+    Kind.TRAINING_JOB: TRAINING_JOB_MEANINGS,
+    Kind.ENDPOINT: ENDPOINT_MEANINGS,
+    Kind.SCHEDULE: SCHEDULE_MEANINGS,
+    Kind.MODEL: RECORD_MEANINGS,
+    Kind.ENDPOINT_CONFIG: RECORD_MEANINGS,
+}
+
+_COMMON = {Status.PENDING: Meaning.PENDING, Status.ABSENT: Meaning.GONE}
+
+# What a resource is right after its Create call returns.
+CREATED_STATUS: dict[Kind, Status] = {
+    Kind.TRAINING_JOB: Status.IN_PROGRESS,
+    Kind.ENDPOINT: Status.CREATING,
+    Kind.SCHEDULE: Status.ENABLED,
+    Kind.MODEL: Status.PRESENT,
+    Kind.ENDPOINT_CONFIG: Status.PRESENT,
+}
+
+# A training job in one of these never changes again.
+TRAINING_FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.STOPPED})
 
 
 def meaning(kind: Kind, status: str, *, stop_requested: bool = False) -> Meaning:
     if status in _COMMON:
-        return _COMMON[status]
-    if kind is Kind.TRAINING_JOB:
-        if status == "Stopped" and stop_requested:
-            return Meaning.OK
-        return TRAINING_JOB_MEANINGS.get(status, Meaning.UNKNOWN)
-    if kind is Kind.ENDPOINT:
-        return ENDPOINT_MEANINGS.get(status, Meaning.UNKNOWN)
-    if kind is Kind.SCHEDULE:
-        return SCHEDULE_MEANINGS.get(status, Meaning.UNKNOWN)
-    return Meaning.OK if status == PRESENT else Meaning.UNKNOWN
+        return _COMMON[Status(status)]
+    if kind is Kind.TRAINING_JOB and status == Status.STOPPED and stop_requested:
+        return Meaning.OK
+    table = MEANINGS[kind]
+    return table[Status(status)] if status in table else Meaning.UNKNOWN
 
 
 def is_settled(kind: Kind, status: str, desired: Desired, *, stop_requested: bool = False) -> bool:
@@ -86,10 +140,10 @@ def is_settled(kind: Kind, status: str, desired: Desired, *, stop_requested: boo
 
 
 # A billed resource runs while it is in one of these statuses.
-BILLED_STATUSES: dict[Kind, frozenset[str]] = {
-    Kind.TRAINING_JOB: frozenset({"InProgress", "Stopping"}),
+BILLED_STATUSES: dict[Kind, frozenset[Status]] = {
+    Kind.TRAINING_JOB: frozenset({Status.IN_PROGRESS, Status.STOPPING}),
     Kind.ENDPOINT: frozenset(
-        {"Creating", "InService", "Updating", "SystemUpdating", "RollingBack", "OutOfService", "Deleting",
-         "UpdateRollbackFailed"}
+        {Status.CREATING, Status.IN_SERVICE, Status.UPDATING, Status.SYSTEM_UPDATING, Status.ROLLING_BACK,
+         Status.OUT_OF_SERVICE, Status.DELETING, Status.UPDATE_ROLLBACK_FAILED}
     ),
 }

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from jobman.cost import Cost, price_table, resource_cost, total
+from jobman.kinds import TEARDOWN_ORDER
 from jobman.ledger.store import Ledger, Resource, Run
-from jobman.states import ABSENT, meaning
+from jobman.states import Status, meaning
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -28,13 +29,24 @@ def resource_view(r: Resource, run: Run, now: datetime) -> dict[str, Any]:
         "created_at": _iso(r.created_at),
         "age_s": round((now - r.created_at).total_seconds(), 1),
         "expires_at": _iso(r.expires_at),
-        "ttl_left_s": round((r.expires_at - now).total_seconds(), 1) if r.expires_at and r.status != ABSENT else None,
+        "ttl_left_s": None if r.expires_at is None or r.status == Status.ABSENT
+        else round((r.expires_at - now).total_seconds(), 1),
         "ttl_expired": r.expires_at is not None and r.expires_at <= now,
         "instance_type": r.instance_type,
         "instance_count": r.instance_count,
         "billed_s": None if cost is None else round(cost.billed_s, 1),
         "cost_usd": None if cost is None else cost.usd,
     }
+
+
+def stale(r: Resource, now: datetime) -> bool:
+    """Past its expiry, and the ledger still thinks it is there: worth a look at the backend."""
+    return (r.kind in TEARDOWN_ORDER and r.status != Status.ABSENT and r.expires_at is not None
+            and r.expires_at <= now)
+
+
+async def has_expired(ledger: Ledger, now: datetime) -> bool:
+    return any(stale(r, now) for r in await ledger.resources(kinds=TEARDOWN_ORDER))
 
 
 async def status_view(ledger: Ledger, now: datetime, *, experiment: str | None = None) -> dict[str, Any]:

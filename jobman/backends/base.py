@@ -8,7 +8,7 @@ Requests and responses are the SageMaker API's own dicts. A missing resource rai
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from jobman.kinds import Kind
 
@@ -41,3 +41,7 @@ class Backend(Protocol):
     async def invoke_endpoint(self, endpoint_name: str, body: bytes, content_type: str = "text/csv") -> bytes: ...
 
     async def aclose(self) -> None: ...
+
+    # `async with await open_backend(...) as backend:` closes it, however the block ends
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc: object) -> None: ...

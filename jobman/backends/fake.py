@@ -16,6 +16,7 @@ from typing import Any
 
 from jobman.errors import BackendError, InvokeError, ResourceInUse, ResourceNotFound
 from jobman.kinds import KIND_API, SCHEDULE_GROUP, Kind
+from jobman.states import CREATED_STATUS, Status
 from jobman.tags import tags_in_description
 from jobman.ttl import schedule_target
 
@@ -38,7 +39,7 @@ class FakeResource:
 class FakeBackend:
     def __init__(
         self, *, name: str = "fake", region: str = "us-east-1", training_polls: int = 2, endpoint_polls: int = 2,
-        training_outcome: str = "Completed", now: Any = None,
+        training_outcome: str = Status.COMPLETED, now: Any = None,
     ) -> None:
         self.name, self.region = name, region
         self.training_polls, self.endpoint_polls = training_polls, endpoint_polls
@@ -67,15 +68,15 @@ class FakeBackend:
     def _advance(self, r: FakeResource) -> None:
         """One observation moves a pending resource one step along its script."""
         r.polls += 1
-        if r.kind is Kind.TRAINING_JOB and r.status == "InProgress" and r.polls > self.training_polls:
+        if r.kind is Kind.TRAINING_JOB and r.status == Status.IN_PROGRESS and r.polls > self.training_polls:
             r.status = self.training_outcome
-            if r.status == "Failed":
+            if r.status == Status.FAILED:
                 r.failure_reason = "AlgorithmError: scripted failure"
-        elif r.kind is Kind.TRAINING_JOB and r.status == "Stopping":
-            r.status = "Stopped"
-        elif r.kind is Kind.ENDPOINT and r.status == "Creating" and r.polls > self.endpoint_polls:
-            r.status = "InService"
-        elif r.kind is Kind.ENDPOINT and r.status == "Deleting":
+        elif r.kind is Kind.TRAINING_JOB and r.status == Status.STOPPING:
+            r.status = Status.STOPPED
+        elif r.kind is Kind.ENDPOINT and r.status == Status.CREATING and r.polls > self.endpoint_polls:
+            r.status = Status.IN_SERVICE
+        elif r.kind is Kind.ENDPOINT and r.status == Status.DELETING:
             del self.resources[(r.kind, r.name)]
 
     def _summary(self, r: FakeResource) -> dict[str, Any]:
@@ -108,7 +109,7 @@ class FakeBackend:
         else:
             arn = f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind.value.replace('_', '-')}/{name.lower()}"
             tags = {t["Key"]: t["Value"] for t in request.get("Tags", [])}
-        status = {Kind.TRAINING_JOB: "InProgress", Kind.ENDPOINT: "Creating", Kind.SCHEDULE: "ENABLED"}.get(kind)
+        status = CREATED_STATUS[kind] if api.status_key else None
         self.resources[(kind, name)] = FakeResource(kind, name, request, arn, self._now(), status, tags=tags)
         return {api.arn_key: arn}
 
@@ -122,7 +123,7 @@ class FakeBackend:
         out = {**r.request, **self._summary(r)}
         if r.failure_reason:
             out["FailureReason"] = r.failure_reason
-        if kind is Kind.TRAINING_JOB and r.status == "Completed":
+        if kind is Kind.TRAINING_JOB and r.status == Status.COMPLETED:
             output = r.request["OutputDataConfig"]["S3OutputPath"]
             out["ModelArtifacts"] = {"S3ModelArtifacts": f"{output}/{name}/output/model.tar.gz"}
         return out
@@ -154,15 +155,15 @@ class FakeBackend:
         self._count(api.delete)
         r = self._get(kind, name)
         if kind is Kind.ENDPOINT:
-            r.status = "Deleting"
+            r.status = Status.DELETING
         else:
             del self.resources[(kind, name)]
 
     async def stop_training_job(self, name: str) -> None:
         self._count("stop_training_job")
         r = self._get(Kind.TRAINING_JOB, name)
-        if r.status == "InProgress":
-            r.status = "Stopping"
+        if r.status == Status.IN_PROGRESS:
+            r.status = Status.STOPPING
 
     async def list_tags(self, arn: str) -> dict[str, str]:
         self._count("list_tags")
@@ -177,14 +178,14 @@ class FakeBackend:
     def fire_due_schedules(self, now: datetime) -> list[str]:
         """What EventBridge Scheduler does at a schedule's time: call its target, then delete the schedule."""
         fired = []
-        for r in [r for r in self.resources.values() if r.kind is Kind.SCHEDULE and r.status == "ENABLED"]:
+        for r in [r for r in self.resources.values() if r.kind is Kind.SCHEDULE and r.status == Status.ENABLED]:
             at = datetime.fromisoformat(r.request["ScheduleExpression"][3:-1]).replace(tzinfo=UTC)
             if at > now:
                 continue
             target = schedule_target(r.request)
             if target is not None and target in self.resources:
                 if target[0] is Kind.ENDPOINT:
-                    self.resources[target].status = "Deleting"
+                    self.resources[target].status = Status.DELETING
                 else:
                     del self.resources[target]
             del self.resources[(r.kind, r.name)]
@@ -201,10 +202,16 @@ class FakeBackend:
     async def invoke_endpoint(self, endpoint_name: str, body: bytes, content_type: str = "text/csv") -> bytes:
         self._count("invoke_endpoint")
         r = self.resources.get((Kind.ENDPOINT, endpoint_name))
-        if r is None or r.status != "InService":
+        if r is None or r.status != Status.IN_SERVICE:
             raise InvokeError(f"ValidationError: endpoint {endpoint_name} is not InService", code="ValidationError")
         rows = [line for line in body.split(b"\n") if line.strip()]
         return b"\n".join(repr(self.predict(row)).encode() for row in rows) + b"\n"
 
     async def aclose(self) -> None:
         pass
+
+    async def __aenter__(self) -> FakeBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -2,25 +2,29 @@
 
 One session, one client per service kept open for the backend's life. botocore's `standard` retry
 mode handles transient faults; on top of it, control-plane calls back off with jitter when AWS
-still says ThrottlingException, pass a rate limiter, and are bounded by a semaphore.
+still says ThrottlingException, pass a rate limiter, and are bounded by a semaphore. List calls
+are walked by botocore's paginators, each page one such call.
 Invocations are not retried here: the invoker owns their retries (one policy, one count).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
 import aioboto3
 import aiohttp
+import botocore.session
 from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from aiobotocore.paginate import AioPaginator
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, PaginationError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from jobman.backoff import Backoff, RateLimiter, retry
@@ -38,6 +42,7 @@ INVOKE_RETRYABLE = THROTTLING | {
     "ServiceUnavailable", "ModelNotReadyException", "InternalFailure", "InternalDependencyException",
 }
 CONTROL_BACKOFF = Backoff(attempts=5, base_s=0.5, cap_s=20.0)  # after botocore's own retries
+PAGE_SIZE = 100  # items a List page: SageMaker's and EventBridge Scheduler's largest
 UNREACHABLE_BUDGET_S = 180.0  # connection failures this long in a row end the wait with Unreachable
 _NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity"})
 # The connection itself failed (refused, reset, timed out): the cloud may be gone, not the request wrong.
@@ -77,6 +82,12 @@ def _transient(exc: BaseException) -> bool:
 
 def _is_throttle(exc: BaseException) -> bool:
     return isinstance(exc, BackendError) and exc.retryable
+
+
+@functools.cache
+def _pagination(service: str, api_version: str, operation: str) -> Any:
+    """botocore's pagination rules for a List operation: its token names, limit key and result key."""
+    return botocore.session.get_session().get_paginator_model(service, api_version).get_paginator(operation)
 
 
 class AwsBackend:
@@ -142,7 +153,7 @@ class AwsBackend:
     async def __aenter__(self) -> AwsBackend:
         return self
 
-    async def __aexit__(self, *_exc: object) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     @property
@@ -201,6 +212,27 @@ class AwsBackend:
 
         return await retry(once, retryable=_is_throttle, policy=self._backoff, sleep=self._sleep)
 
+    async def _pages(self, service: str, operation: str, what: str, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """The pages of a List call, walked by botocore's paginator for it (tokens, page size).
+
+        Each page is requested through `_call`: bounded, counted, translated and retried like any other
+        call. A paginator from `client.get_paginator` would call the client itself, around all of that,
+        and keep using a client that a restart of the local server has closed.
+        """
+        meta = (await self._client(service)).meta
+        operation_api = meta.method_to_api_mapping[operation]
+        model = meta.service_model
+        paginator = AioPaginator(
+            functools.partial(self._call, service, operation, what),
+            _pagination(model.service_name, model.api_version, operation_api),
+            model.operation_model(operation_api),
+        )
+        try:
+            async for page in paginator.paginate(**params, PaginationConfig={"PageSize": PAGE_SIZE}):
+                yield page
+        except PaginationError as exc:  # the service sent the same NextToken twice
+            raise BackendError(f"{what}: {exc}", code="PaginationError") from None
+
     # identity and storage
 
     async def account_id(self) -> str:
@@ -249,7 +281,7 @@ class AwsBackend:
         self, kind: Kind, *, name_contains: str | None = None, created_after: datetime | None = None
     ) -> list[dict[str, Any]]:
         api = KIND_API[kind]
-        params: dict[str, Any] = {"MaxResults": 100, **api.scope}
+        params: dict[str, Any] = dict(api.scope)
         if api.sortable:
             params.update(SortBy="CreationTime", SortOrder="Ascending")
             if created_after is not None:
@@ -257,18 +289,14 @@ class AwsBackend:
         if name_contains:
             params[api.name_filter] = name_contains
         items: list[dict[str, Any]] = []
-        while True:
-            try:
-                page = await self._call(api.service, api.list, f"list {kind.value}s", **params)
-            except ResourceNotFound:
-                if api.scope:  # the group itself is missing (never made in this region): nothing in it
-                    return items
+        try:
+            async for page in self._pages(api.service, api.list, f"list {kind.value}s", **params):
+                items.extend(page.get(api.list_key, []))
+        except ResourceNotFound:
+            if not api.scope:
                 raise
-            items.extend(page.get(api.list_key, []))
-            token = page.get("NextToken")
-            if not token:
-                return items
-            params["NextToken"] = token
+            # The group itself is missing (never made in this region): nothing in it.
+        return items
 
     async def delete(self, kind: Kind, name: str) -> None:
         api = KIND_API[kind]
@@ -286,13 +314,9 @@ class AwsBackend:
             schedule = await self.describe(Kind.SCHEDULE, name)
             return tags_in_description(schedule.get("Description"))
         tags: dict[str, str] = {}
-        params: dict[str, Any] = {"ResourceArn": arn, "MaxResults": 100}
-        while True:
-            page = await self._call("sagemaker", "list_tags", f"tags of {arn}", **params)
+        async for page in self._pages("sagemaker", "list_tags", f"tags of {arn}", ResourceArn=arn):
             tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
-            if not page.get("NextToken"):
-                return tags
-            params["NextToken"] = page["NextToken"]
+        return tags
 
     async def ensure_schedule_group(self) -> None:
         """jobman's schedule group, created once (tagged as jobman's) where it is missing."""

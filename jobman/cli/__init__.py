@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 
-from jobman.errors import JobmanError
+from jobman.cli.options import DEFAULT_REGION, BackendOption, EveryOption, RegionOption
+from jobman.cli.output import console, domain_errors, error_line
 
 T = TypeVar("T")
 
@@ -23,35 +20,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: rich's help formatter costs a tenth of a second at every start
 )
-db_app = typer.Typer(help="The ledger's schema (alembic migrations).", no_args_is_help=True)
+db_app = typer.Typer(help="The ledger's schema (alembic migrations).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"Error: {message}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-@contextmanager
-def domain_errors() -> Iterator[None]:
-    """A domain error is the user's to fix: one line, its exit code. Anything else is a bug: traceback."""
-    try:
-        yield
-    except JobmanError as exc:
-        raise fail(str(exc), exc.exit_code) from None
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    import asyncio  # not at the top: `jobman --help` does without it
+
     with domain_errors():
         return asyncio.run(main())  # type: ignore[arg-type]
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 @app.command()
@@ -59,7 +38,7 @@ def run(
     file: Annotated[Path, typer.Argument(help="The experiment file (TOML).", show_default=False)],
 ) -> None:
     """Run the experiment in FILE: train, deploy, evaluate, tear down. Resumes an unfinished run of the same file."""
-    from jobman.cli.commands import run_command
+    from jobman.cli.run_cmd import run_command
 
     run_command(file)
 
@@ -68,22 +47,20 @@ def run(
 def status(
     experiment: Annotated[str | None, typer.Argument(help="Only this experiment.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column and full names, however wide.")] = False,
 ) -> None:
-    """Show experiments and their resources: state, age, TTL left."""
-    from jobman.cli.commands import status_command
+    """Show experiments and their resources: state, age, TTL left, time billed and cost."""
+    from jobman.cli.status_cmd import status_command
 
-    status_command(experiment, as_json)
-
-
-EVERY_HELP = "Repeat every DURATION (e.g. '5m') until interrupted."
+    status_command(experiment, as_json, wide)
 
 
 @app.command()
 def reconcile(
-    every: Annotated[str | None, typer.Option("--every", help=EVERY_HELP, show_default=False)] = None,
+    every: EveryOption = None,
 ) -> None:
     """Observe every resource in the ledger, record drift, act on deadlines and unfinished teardowns."""
-    from jobman.cli.commands import reconcile_command
+    from jobman.cli.fleet_cmd import reconcile_command
 
     reconcile_command(every)
 
@@ -91,14 +68,15 @@ def reconcile(
 @app.command()
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be deleted; change nothing.")] = False,
-    every: Annotated[str | None, typer.Option("--every", help=EVERY_HELP, show_default=False)] = None,
-    backend: Annotated[str | None, typer.Option(
-        "--backend", help="Scan this backend for orphans (default: every backend in the ledger, and local).",
-        show_default=False)] = None,
-    region: Annotated[str, typer.Option("--region", help="Region to scan with --backend.")] = "us-east-1",
+    every: EveryOption = None,
+    backend: BackendOption = None,
+    region: RegionOption = DEFAULT_REGION,
 ) -> None:
-    """Delete endpoints past their TTL (with config and model), and expired orphans tagged by jobman."""
-    from jobman.cli.commands import gc_command
+    """Delete endpoints past their TTL (with config and model), and expired orphans tagged by jobman.
+
+    With no --backend it looks in every backend and region of the ledger, in local, and in AWS's default
+    region when AWS credentials are configured."""
+    from jobman.cli.fleet_cmd import gc_command
 
     gc_command(dry_run, every, backend, region)
 
@@ -108,7 +86,7 @@ def stop(
     experiment: Annotated[str, typer.Argument(help="The experiment's name.", show_default=False)],
 ) -> None:
     """Tear an experiment down: delete its endpoints, configs and models, stop a running training job."""
-    from jobman.cli.commands import stop_command
+    from jobman.cli.fleet_cmd import stop_command
 
     stop_command(experiment)
 
@@ -128,13 +106,13 @@ def invoke(
     = None,
     header: Annotated[bool, typer.Option("--header/--no-header", help="Whether INPUT's first line is a header.")]
     = False,
-    backend: Annotated[str | None, typer.Option(
-        help="For an endpoint the ledger does not know: 'local' (default) or 'sagemaker'.", show_default=False)]
-    = None,
-    region: Annotated[str, typer.Option(help="Region, with --backend.")] = "us-east-1",
+    backend: BackendOption = None,
+    region: RegionOption = DEFAULT_REGION,
 ) -> None:
-    """Send INPUT.csv to ENDPOINT in parallel chunks; write one prediction per input row, in input order."""
-    from jobman.cli.commands import invoke_command
+    """Send INPUT.csv to ENDPOINT in parallel chunks; write one prediction per input row, in input order.
+
+    An endpoint the ledger does not know is looked up on --backend (default: local)."""
+    from jobman.cli.invoke_cmd import invoke_command
 
     invoke_command(endpoint, input_csv, output, concurrency, max_payload_bytes, max_rows_per_chunk, header,
                    backend, region)
@@ -145,32 +123,18 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Upgrade the ledger's schema (to the newest by default)."""
-    from jobman.ledger.db import current_revision, make_engine, upgrade
+    from jobman.ledger.admin import upgrade_ledger
 
-    async def main() -> str | None:
-        engine = make_engine()
-        try:
-            await upgrade(engine, revision)
-            return await current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    console.print(f"ledger schema at {run_async(main)}")
+    console.print(f"ledger schema at {run_async(lambda: upgrade_ledger(revision))}")
 
 
 @db_app.command("current")
 def db_current() -> None:
-    """Print the ledger's schema revision and the one this jobman needs."""
-    from jobman.ledger.db import current_revision, head_revision, make_engine
+    """Print the ledger's schema revision and the one this jobman needs (reads it only, never changes it)."""
+    from jobman.ledger.admin import ledger_revision
+    from jobman.ledger.db import head_revision
 
-    async def main() -> str | None:
-        engine = make_engine()
-        try:
-            return await current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    console.print(f"ledger: {run_async(main) or 'empty'}; needed: {head_revision()}")
+    console.print(f"ledger: {run_async(ledger_revision) or 'empty'}; needed: {head_revision()}")
 
 
 def _mount_local() -> None:
@@ -182,5 +146,18 @@ def _mount_local() -> None:
 _mount_local()
 
 
+# typer's usage errors (a bad choice, a missing argument) derive from click's UsageError, which newer typer
+# releases vendor under another module: reach it through the class typer exports.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
-    app()
+    """Usage errors that typer finds are one `Error:` line too, exit 2."""
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        error_line(exc.format_message())  # type: ignore[attr-defined]
+        code = 2
+    except typer.Abort:  # Ctrl-C outside a command's own handling
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

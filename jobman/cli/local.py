@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from jobman.errors import BackendError, ConfigError, JobmanError
+from jobman.cli.output import console, domain_errors
+from jobman.errors import BackendError, ConfigError
 from jobman.paths import jobman_home
 
 app = typer.Typer(
@@ -22,19 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Bad input and backend trouble are one `Error: ...` line on stderr and a non-zero exit."""
-    try:
-        yield
-    except JobmanError as exc:
-        err_console.print(f"Error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
 
 
 def _idle_seconds(text: str) -> float:
@@ -63,7 +49,7 @@ def serve(
     """Run the server in the foreground until Ctrl-C (endpoint processes keep running after it stops)."""
     from jobman.backends.local import server
 
-    with _errors():
+    with domain_errors():
         if not 0 <= port <= 65535:
             raise ConfigError(f"--port: {port} is not a port number (0-65535)")
         idle_s = _idle_seconds(idle_timeout)
@@ -87,7 +73,7 @@ def status(
     """Show whether the server runs, its URL and pid, its training jobs and endpoints, and pending schedules."""
     from jobman.backends.local.daemon import server_status
 
-    with _errors():
+    with domain_errors():
         home = jobman_home()
         info = server_status(home)
         if as_json:
@@ -110,6 +96,8 @@ def _print_status(info: dict[str, Any]) -> None:
     if not rows:
         console.print("Endpoints: none", highlight=False)
         return
+    from rich.table import Table  # only here: `jobman --help` mounts this app without it
+
     table = Table("endpoint", "region", "status", "pid", "port")
     for row in rows:
         table.add_row(row["name"], row["region"], row["status"], str(row["pid"] or "-"), str(row["port"] or "-"))
@@ -130,7 +118,7 @@ def stop(
     """Stop the server."""
     from jobman.backends.local.daemon import stop_server
 
-    with _errors():
+    with domain_errors():
         home = jobman_home()
         stopped = stop_server(home, stop_endpoints=endpoints)
         if stopped:

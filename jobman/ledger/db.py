@@ -1,73 +1,61 @@
-"""Engine, SQLite pragmas, and the schema check that upgrades a new ledger or says what to run."""
+"""Engines: SQLite pragmas, opening the ledger read-write or read-only, and `open_engine`, which checks the schema.
+
+Nothing here imports alembic: opening a ledger at the current schema costs one SELECT (see schema.py).
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from jobman.errors import LedgerError
-from jobman.filelock import file_lock
-from jobman.paths import jobman_home
+from jobman.ledger.boundary import cannot_write, damaged, translated
+from jobman.ledger.location import Place, database_url, ledger_exists
+from jobman.ledger.schema import HEAD_REVISION, current_revision, ensure_schema
+from jobman.ledger.shield import to_completion
+
+__all__ = [  # with names re-exported for the callers that import them from here
+    "BUSY_TIMEOUT_MS", "check_intact", "current_revision", "database_url", "head_revision", "ledger_exists",
+    "make_engine", "open_engine", "sessionmaker", "upgrade",
+]
 
 BUSY_TIMEOUT_MS = 30_000
+Note = Callable[[str], None]
 
 
-def database_url() -> str:
-    return os.environ.get("JOBMAN_DB_URL") or f"sqlite+aiosqlite:///{jobman_home() / 'ledger.db'}"
-
-
-def ledger_exists(url: str | None = None) -> bool:
-    """False for a SQLite ledger whose file is not there yet (opening it would create it)."""
-    url = url or database_url()
-    if not url.startswith("sqlite"):
-        return True
-    database = url.split("///", 1)[1] if "///" in url else ""
-    return not database or database == ":memory:" or Path(database.split("?", 1)[0]).exists()
-
-
-def alembic_config(url: str | None = None) -> Config:
-    import jobman.migrations as migrations_pkg  # the top-level migrations/ folder, installed as a package
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations_pkg.__file__).parent))
-    cfg.set_main_option("sqlalchemy.url", url or database_url())
-    return cfg
-
-
-def make_engine(url: str | None = None) -> AsyncEngine:
-    url = url or database_url()
-    engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000} if "sqlite" in url else {})
+def make_engine(url: str | URL | None = None) -> AsyncEngine:
+    place = Place.of(url)
+    is_sqlite = place.url.get_backend_name() == "sqlite"
+    engine = create_async_engine(place.url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000} if is_sqlite else {})
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, readonly=place.opened_readonly)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, readonly: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so that writers can BEGIN IMMEDIATE: a writer then
         # waits for the lock up front (busy_timeout) instead of failing with "database is locked" later.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        if readonly:  # setting the journal mode may write; query_only makes any write attempt SQLITE_READONLY
+            cursor.execute("PRAGMA query_only=ON")
+        else:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")  # a reader never takes the write lock
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -75,70 +63,72 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    assert head is not None
-    return head
-
-
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
-
-
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    await _run_alembic(engine, lambda cfg: command.upgrade(cfg, revision))
-
-
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
-    await _run_alembic(engine, lambda cfg: command.downgrade(cfg, revision))
-
-
-async def _run_alembic(engine: AsyncEngine, action: Any) -> None:
-    def run(sync_conn: Connection) -> None:
-        cfg = alembic_config(str(engine.url))
-        cfg.attributes["connection"] = sync_conn
-        action(cfg)
-
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
-
-
-def _sqlite_path(engine: AsyncEngine) -> Path | None:
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        return None
-    return Path(database)
-
-
-async def ensure_schema(engine: AsyncEngine) -> None:
-    """A new ledger is upgraded to head under a file lock; an older one is an error naming the fix."""
-    head = head_revision()
-    current = await current_revision(engine)
-    if current == head:
-        return
-    if current is None:
-        db_path = _sqlite_path(engine)
-        if db_path is not None:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            lock = db_path.with_name(db_path.name + ".migrate.lock")
-            async with file_lock(lock):  # one process migrates; the others wait, then find it done
-                if await current_revision(engine) is None:
-                    await upgrade(engine)
-        else:
-            await upgrade(engine)
-        return
-    raise LedgerError(
-        f"the ledger {engine.url.render_as_string(hide_password=True)} is at schema {current}, "
-        f"this jobman needs {head}: run `jobman db upgrade`"
-    )
+    return HEAD_REVISION
 
 
 @asynccontextmanager
-async def open_engine(url: str | None = None, *, check_schema: bool = True) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(url)
+async def open_engine(
+    url: str | URL | None = None, *, check_schema: bool = True, readonly: bool | None = None,
+    on_note: Note | None = None,
+) -> AsyncIterator[AsyncEngine]:
+    """An engine on the ledger, its schema checked (a new ledger is set up), disposed of on the way out.
+
+    `readonly`: None opens read-write when this process can write the ledger and read-only when it cannot (reads
+    work; the first write is a LedgerReadOnly that says why). True opens read-only: no write, no write lock, no
+    schema upgrade. False refuses at once, saying why, when the ledger cannot be written.
+    `on_note` hears, in one line, what jobman did that the user may want to know (a zero-byte ledger set up)."""
+    place = Place.of(url)
+    with translated(place):
+        readonly = _open_readonly(place, readonly)
+        was_empty = place.is_empty_file()
+        if not readonly and place.path is not None:
+            place.path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(place.readonly_url() if readonly and place.path is not None else place.url)
     try:
         if check_schema:
-            await ensure_schema(engine)
+            with translated(place):
+                created = await to_completion(_check(engine, place, readonly=readonly))
+            if created and was_empty and on_note is not None:
+                on_note(f"the ledger {place} was an empty file (a first use that was interrupted leaves one); "
+                        "it is now set up as a new ledger")
         yield engine
     finally:
-        await engine.dispose()
+        with translated(place):
+            await to_completion(engine.dispose())
+
+
+async def _check(engine: AsyncEngine, place: Place, *, readonly: bool) -> bool:
+    await check_intact(engine, place)
+    return await ensure_schema(engine, readonly=readonly)
+
+
+async def check_intact(engine: AsyncEngine, place: Place) -> None:
+    """Refuse a damaged SQLite ledger before anything reads or writes it, not only when a query meets the damage:
+    a write that happens to miss the damaged pages would otherwise succeed. quick_check reads every page once
+    (about 1 ms per MB), which a ledger of a few MB affords on every open."""
+    if place.path is None:
+        return
+    async with engine.connect() as conn:
+        problems = (await conn.exec_driver_sql("PRAGMA quick_check(1)")).scalars().all()
+    if problems != ["ok"]:  # SQLite's report spans lines ("*** in database main ***\nPage 17: ..."): one line
+        report = " ".join(" ".join(map(str, problems)).replace("*** in database main ***", "").split())
+        raise damaged(place, f"quick_check: {report or 'failed'}")
+
+
+def _open_readonly(place: Place, readonly: bool | None) -> bool:
+    if place.path is None:
+        return bool(readonly)
+    why = place.unwritable()
+    if readonly is False and why is not None:
+        raise cannot_write(place)
+    readonly = bool(readonly) or why is not None
+    if readonly and not place.path.exists():
+        raise LedgerError(f"there is no ledger at {place}" + (f", and none can be made: {why}" if why else ""))
+    return readonly
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Alembic's upgrade on an open engine, imported only now (kept here for callers that knew it here)."""
+    from jobman.ledger.migrate import upgrade as alembic_upgrade
+
+    await alembic_upgrade(engine, revision)

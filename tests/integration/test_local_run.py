@@ -10,17 +10,20 @@ import json
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jobman.backends.local.daemon import ensure_running, stop_server
+from jobman.timing import Timing
 from tests.conftest import jobman, jobman_cmd, write_experiment
 from tests.integration.local_fixtures import LocalServer, wait_for
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "boston-xgboost"
+LOCAL_POLL_S = Timing.for_backend("local").endpoint_poll_s
 
 
 def ledger_statuses(home: Path) -> dict[str, str]:
@@ -132,19 +135,43 @@ def test_kill_9_then_rerun_converges(local_server: LocalServer, tmp_path: Path, 
 
 
 def test_ctrl_c_saves_state_and_says_how_to_resume(local_server: LocalServer, tmp_path: Path) -> None:
+    # The interrupt lands while a ledger write is in flight, every time: the moment that once printed SQLAlchemy's
+    # "Exception during reset or similar" traceback. While the endpoint is Creating, the run cannot go on without
+    # writing the ledger (each poll records what it saw), so the test holds the ledger's write lock from then on:
+    # once the server says InService (and so answers the run's polls again), the run's next write waits inside its
+    # transaction (BEGIN IMMEDIATE, busy_timeout); SIGINT cancels the run there, and the lock is let go. The write
+    # completes, then the run stops. (test_ledger_cli.py interrupts a fake run at many other moments.)
     path = write_experiment(tmp_path / "exp.toml")
+    endpoint = f"{EXPERIMENT}-r1-endpoint"
+    sagemaker = local_server.client("sagemaker")
     process = subprocess.Popen(jobman_cmd("run", str(path)), cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: ledger_statuses(local_server.home).get(f"{EXPERIMENT}-r1-endpoint") == "InService",
-             timeout_s=90, interval_s=0.02)
-    process.send_signal(signal.SIGINT)
+    wait_for(lambda: ledger_statuses(local_server.home).get(endpoint) == "Creating", timeout_s=90, interval_s=0.02)
+    lock = sqlite3.connect(local_server.home / "ledger.db", isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        [(held_at, seen)] = lock.execute("SELECT status, observed_at FROM resources WHERE name = ?", (endpoint,))
+        assert held_at == "Creating"  # so the run's next poll needs the lock we hold
+        # Well within the run's busy_timeout (30 s), after which its write would fail instead of waiting.
+        wait_for(lambda: sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "InService",
+                 timeout_s=20, interval_s=0.05)
+        time.sleep(4 * LOCAL_POLL_S)  # by now the run's poll has its answer and waits inside its ledger write
+        process.send_signal(signal.SIGINT)
+        time.sleep(LOCAL_POLL_S)  # the cancellation reaches the run while its write still waits
+        lock.execute("ROLLBACK")
+    finally:
+        lock.close()
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130
-    assert f"jobman run {path}" in stderr and f"jobman stop {EXPERIMENT}" in stderr
-    assert "Traceback" not in stderr
+    assert process.returncode == 130, stderr
+    assert stderr == (f"Interrupted. The ledger holds the run's state; every endpoint has a TTL.\n"
+                      f"  resume:    jobman run {path}\n  tear down: jobman stop {EXPERIMENT}\n")
     [exp] = status_json(tmp_path)["experiments"]
-    endpoint = next(r for r in exp["resources"] if r["kind"] == "endpoint")
-    assert exp["status"] == "running" and endpoint["expires_at"]  # never unbounded
+    shown = next(r for r in exp["resources"] if r["kind"] == "endpoint")
+    assert exp["status"] == "running" and shown["expires_at"]  # never unbounded
+    with sqlite3.connect(f"file:{local_server.home / 'ledger.db'}?mode=ro", uri=True) as conn:
+        [(observed_at,)] = conn.execute("SELECT observed_at FROM resources WHERE name = ?", (endpoint,))
+    conn.close()
+    assert observed_at != seen  # the write in flight when the signal came was recorded, not lost
     done = jobman("run", str(path), cwd=tmp_path)
     assert done.returncode == 0 and "resuming" in done.stdout
     assert names_on_backend(local_server)["endpoints"] == []

@@ -46,12 +46,16 @@ def test_a_kept_endpoint_disappears_at_its_ttl_with_no_jobman_running(
 
 
 def test_a_failure_during_evaluation_tears_the_endpoint_down(local_server: LocalServer, tmp_path: Path) -> None:
-    path = write_experiment(tmp_path / "exp.toml", {"max_payload_bytes = 5_000_000": "max_payload_bytes = 10"})
+    path = write_experiment(tmp_path / "exp.toml")
+    # Every input passes the checks; writing the predictions fails only once the endpoint has served them.
+    (tmp_path / "jobman-output" / f"{EXPERIMENT}-r1" / "predictions.csv").mkdir(parents=True)
     done = jobman("run", str(path), cwd=tmp_path)
     assert done.returncode == 2, done.stderr + done.stdout
-    assert done.stderr.startswith("Error: row 1 is") and "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("Error: cannot write the run's outputs in") and "predictions.csv" in line
     on_backend = names_on_backend(local_server)
+    assert on_backend["jobs"] == [f"{EXPERIMENT}-r1-train"]  # the failure came after training and deploying
     assert on_backend["endpoints"] == [] and on_backend["configs"] == [] and on_backend["models"] == []
     assert schedules_on_backend(local_server) == []
     [exp] = json.loads(jobman("status", "--json", cwd=tmp_path).stdout)["experiments"]
-    assert exp["status"] == "failed" and "row 1 is" in exp["message"]
+    assert exp["status"] == "failed" and "predictions.csv" in exp["message"]

@@ -61,7 +61,9 @@ def test_run_end_to_end_as_a_user(moto: Moto, tmp_path: Path) -> None:
     assert (output / "predictions.csv").exists() and (output / "predicted_vs_actual.png").exists()
 
     table = jobman("status", cwd=tmp_path)
-    assert table.returncode == 0 and "boston-xgboost-r1-endpoint" in table.stdout
+    assert table.returncode == 0 and "r1-endpoint" in table.stdout  # the experiment's name heads the table
+    wide = jobman("status", "--wide", cwd=tmp_path)
+    assert wide.returncode == 0 and "boston-xgboost-r1-endpoint" in wide.stdout
 
 
 class Scripted(SilentReporter):
@@ -122,7 +124,16 @@ async def test_in_progress_then_completed(moto: Moto, ledger: Ledger, tmp_path: 
     job = await ledger.resource_by_name(Kind.TRAINING_JOB, "boston-xgboost-r1-train")
     assert job is not None
     transitions = [(e.from_status, e.to_status) for e in await ledger.events(job.id)]
-    assert ("Completed", "InProgress") in transitions or ("InProgress", "Completed") in transitions
+    assert transitions == [(None, "Pending"), ("Pending", "InProgress"), ("InProgress", "Completed")]
+    endpoint = await ledger.resource_by_name(Kind.ENDPOINT, "boston-xgboost-r1-endpoint")
+    assert endpoint is not None
+    assert [e.to_status for e in await ledger.events(endpoint.id)] == [
+        "Pending", "Creating", "InService", "Deleting", "Absent"]
+    # The console saw each change once, in the order it happened.
+    job_seen = [status for name, status in reporter.seen if name == "boston-xgboost-r1-train"]
+    endpoint_seen = [status for name, status in reporter.seen if name == "boston-xgboost-r1-endpoint"]
+    assert job_seen == ["InProgress", "Completed"]
+    assert endpoint_seen == ["Creating", "InService", "Deleting", "Absent"]
 
 
 @pytest.mark.parametrize(("status", "reason", "message"), [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,16 +13,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from jobman.errors import LedgerError
-from jobman.ledger.db import (
-    alembic_config,
-    current_revision,
-    downgrade,
-    ensure_schema,
-    head_revision,
-    make_engine,
-    upgrade,
-)
+from jobman.ledger.db import head_revision, make_engine
+from jobman.ledger.migrate import alembic_config, downgrade, script_head, upgrade
 from jobman.ledger.models import Base
+from jobman.ledger.schema import HEAD_REVISION, current_revision, ensure_schema
 
 
 def url(tmp_path: Path) -> str:
@@ -29,6 +25,11 @@ def url(tmp_path: Path) -> str:
 
 def test_single_head() -> None:
     assert len(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()) == 1
+
+
+def test_recorded_head_is_alembics_head() -> None:
+    """The schema check compares with HEAD_REVISION so as not to load alembic: a new migration must update it."""
+    assert HEAD_REVISION == head_revision() == script_head()
 
 
 async def test_upgrade_creates_every_table(tmp_path: Path) -> None:
@@ -70,13 +71,49 @@ async def test_models_match_migrations(tmp_path: Path) -> None:
     assert differences == []
 
 
-async def test_new_ledger_is_upgraded_and_old_one_is_refused(tmp_path: Path) -> None:
+# `jobman status` as the CLI runs it, then the alembic modules it imported, on the last line.
+STATUS_THEN_ALEMBIC_MODULES = """
+import sys
+from jobman.cli import app
+try:
+    app(["status", "--json"])
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+print(sorted(name for name in sys.modules if name.partition(".")[0] == "alembic"))
+"""
+
+
+def test_status_imports_alembic_only_to_set_up_a_new_ledger(jobman_home: Path) -> None:
+    def alembic_modules() -> str:
+        done = subprocess.run([sys.executable, "-c", STATUS_THEN_ALEMBIC_MODULES], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1]
+
+    assert "'alembic.script'" in alembic_modules()  # a new ledger: migrated
+    assert alembic_modules() == "[]"  # at the head: one SELECT, no alembic
+
+
+async def test_new_ledger_is_upgraded_and_newer_one_is_refused(tmp_path: Path) -> None:
     engine = make_engine(url(tmp_path))
-    await ensure_schema(engine)  # new: upgraded automatically
+    assert await ensure_schema(engine)  # new: upgraded automatically
     assert await current_revision(engine) == head_revision()
+    assert not await ensure_schema(engine)
     async with engine.begin() as conn:
-        await conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'older'")
-    with pytest.raises(LedgerError, match="run `jobman db upgrade`"):
+        await conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'f00d'")
+    with pytest.raises(LedgerError, match=r"is at schema f00d, which this jobman does not know .* upgrade jobman$"):
+        await ensure_schema(engine)
+    await engine.dispose()
+
+
+async def test_older_ledger_is_refused_with_the_command_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(url(tmp_path))
+    await ensure_schema(engine)
+    # As a jobman one migration newer than this ledger sees it.
+    monkeypatch.setattr("jobman.ledger.schema.HEAD_REVISION", "0002")
+    monkeypatch.setattr("jobman.ledger.migrate.script_head", lambda: "0002")
+    with pytest.raises(LedgerError, match=r"is at schema 0001, this jobman needs 0002: run `jobman db upgrade`$"):
         await ensure_schema(engine)
     await engine.dispose()
 

@@ -13,7 +13,16 @@ from jobman.durations import format_duration, parse_duration_s
 from jobman.errors import ConfigError
 from jobman.images import is_builtin_xgboost, xgboost_image_uri
 from jobman.kinds import Kind
-from jobman.states import ENDPOINT_MEANINGS, TRAINING_JOB_MEANINGS, Desired, Meaning, is_settled, meaning
+from jobman.states import (
+    ENDPOINT_MEANINGS,
+    SCHEDULE_MEANINGS,
+    TRAINING_JOB_MEANINGS,
+    Desired,
+    Meaning,
+    Status,
+    is_settled,
+    meaning,
+)
 from tests.conftest import EXAMPLE
 
 
@@ -33,11 +42,23 @@ def test_format_duration() -> None:
     assert [format_duration(s) for s in (5, 65, 3725, 90000, -65)] == ["5s", "1m05s", "1h02m", "1d01h", "-1m05s"]
 
 
-def test_every_sagemaker_status_has_a_meaning() -> None:
-    # From botocore's service model (FACTS.md).
-    assert set(TRAINING_JOB_MEANINGS) == {"InProgress", "Completed", "Failed", "Stopping", "Stopped", "Deleting"}
-    assert set(ENDPOINT_MEANINGS) == {"OutOfService", "Creating", "Updating", "SystemUpdating", "RollingBack",
-                                      "InService", "Deleting", "Failed", "UpdateRollbackFailed"}
+def _service_enum(service: str, shape: str) -> set[str]:
+    import botocore.session
+
+    return set(botocore.session.get_session().get_service_model(service).shape_for(shape).enum)
+
+
+@pytest.mark.parametrize(("table", "service", "shape"), [
+    (TRAINING_JOB_MEANINGS, "sagemaker", "TrainingJobStatus"),
+    (ENDPOINT_MEANINGS, "sagemaker", "EndpointStatus"),
+    (SCHEDULE_MEANINGS, "scheduler", "ScheduleState"),
+])
+def test_every_status_the_service_model_knows_has_a_meaning(
+    table: dict[Status, Meaning], service: str, shape: str
+) -> None:
+    """Against botocore's own service model, so a status AWS adds shows up here, not in production."""
+    assert set(table) == _service_enum(service, shape)
+    assert set(table) <= set(Status)
 
 
 def test_unknown_status_is_never_done() -> None:

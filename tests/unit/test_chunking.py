@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import random
 import re
+from pathlib import Path
 
 import pytest
 
-from jobman.chunking import Chunk, iter_chunks, row_range
+from jobman.chunking import Chunk, check_csv_file, iter_chunks, row_range
 from jobman.errors import ConfigError
 
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
@@ -200,6 +201,47 @@ def test_bad_caps() -> None:
         chunks_of(b"1\n", 0)
     with pytest.raises(ConfigError):
         chunks_of(b"1\n", 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"1,2\n3\x004\n", "a NUL byte at offset 5"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "a NUL byte at offset 8"),
+        ("id,ville\n1,Orl\u00e9ans\n".encode("latin-1"), "byte 0xe9 at offset 14 is not UTF-8"),
+        (b"\xff\xfe1\x002\x00", "a NUL byte at offset 3"),  # UTF-16
+    ],
+)
+def test_input_that_is_not_text_is_refused_before_any_chunk(data: bytes, reason: str) -> None:
+    for header in (False, True):
+        chunks = iter_chunks(io.BytesIO(data), 100, header=header, source="in.csv")
+        with pytest.raises(ConfigError) as err:
+            next(chunks)
+        assert str(err.value) == f"in.csv is not text CSV ({reason})"
+
+
+def test_utf8_text_is_csv_even_cut_mid_character_by_the_first_block() -> None:
+    data = "id,ville\n1,Orl\u00e9ans\n2,K\u00f6ln \u2603\n".encode()
+    cut = data.index("\u00e9".encode()) + 1  # the first block ends inside a two-byte character
+    assert bodies(data, 100, 1, header=True, block_size=cut) == [b"1,Orl\xc3\xa9ans\n", "2,K\u00f6ln \u2603\n".encode()]
+
+
+def test_only_the_first_block_is_checked() -> None:
+    # Reading stays a copy: a NUL past the first block is the endpoint's to refuse.
+    assert bodies(b"1\n2\x00\n", 100, block_size=2) == [b"1\n2\x00\n"]
+
+
+def test_check_csv_file(tmp_path: Path) -> None:
+    text, binary = tmp_path / "ok.csv", tmp_path / "model.bin"
+    text.write_bytes(b"1,2\n")
+    binary.write_bytes(b"xgb\x00\x01")
+    check_csv_file(str(text))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(binary))} is not text CSV \(a NUL byte at offset 3\)$"):
+        check_csv_file(str(binary))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'nope.csv'))}: no such file$"):
+        check_csv_file(str(tmp_path / "nope.csv"))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: is a directory, not a CSV file$"):
+        check_csv_file(str(tmp_path))
 
 
 def test_row_range() -> None:

@@ -50,6 +50,45 @@ BAD_INPUTS = [
     ({"num_round = 200": ""}, "training.hyperparameters.num_round: missing"),
     ({'instance_type = "ml.m4.xlarge"\ninstance_count': 'instance_type = "m4"\ninstance_count'},
      "training.instance_type: expected a SageMaker instance type"),
+    # Durations: finite, and within what the service takes for each key.
+    ({'ttl = "1h"': "ttl = nan"}, "endpoint.ttl: expected a duration like '90s', '30m', '1h' or '2d' of at most 365d, "
+                                  "got nan"),
+    ({'ttl = "1h"': "ttl = inf"}, "endpoint.ttl: expected a duration"),
+    ({'ttl = "1h"': 'ttl = "999999999d"'}, "endpoint.ttl: expected a duration"),
+    ({'ttl = "1h"': 'ttl = "366d"'}, "of at most 365d, got '366d'"),
+    ({'max_runtime = "24h"': 'max_runtime = "99999999d"'},
+     "training.max_runtime: expected a duration like '90s', '30m', '1h' or '2d' from 1s to 28d (SageMaker's "
+     "MaxRuntimeInSeconds is at most 2,419,200 seconds), got '99999999d'"),
+    ({'max_runtime = "24h"': 'max_runtime = "28d1s"'}, "training.max_runtime: expected a duration"),
+    ({'max_runtime = "24h"': 'max_runtime = 0.5'}, "training.max_runtime: expected a duration"),
+    ({'ttl = "1h"': 'ttl = "1h"\nwait_timeout = "8d"'}, "endpoint.wait_timeout: expected a duration like '90s', "
+                                                        "'30m', '1h' or '2d' of at most 7d, got '8d'"),
+    # A seed is what scikit-learn takes.
+    ({"seed = 0": "seed = -1"}, "data.seed: expected an integer from 0 to 4294967295 (2**32 - 1), got -1"),
+    ({"seed = 0": "seed = 99999999999999"}, "data.seed: expected an integer from 0 to 4294967295"),
+    # Hyperparameters, against the algorithm's own table.
+    ({'objective = "reg:squarederror"': 'objective = "bogus:thing"'},
+     "training.hyperparameters.objective: expected one of reg:linear, reg:squarederror"),
+    ({"num_round = 200": "num_round = -3"}, "training.hyperparameters.num_round: expected an integer in [1, inf), "
+                                            "got -3"),
+    ({"max_depth = 5": "max_depht = 5"}, "training.hyperparameters.max_depht: unknown key; did you mean 'max_depth'?"),
+    ({"max_depth = 5": "zzz = 5"},
+     "training.hyperparameters.zzz: unknown key; expected a hyperparameter of the built-in XGBoost algorithm"),
+    ({"eta = 0.2": "eta = nan"}, "training.hyperparameters.eta: expected a number in [0, 1], got nan"),
+    ({"eta = 0.2": "eta = true"}, "training.hyperparameters.eta: expected a number in [0, 1], got True"),
+    ({"eta = 0.2": 'eta = "' + "1" * 2501 + '"'}, "training.hyperparameters.eta: expected a value of at most 2,500 "
+                                                  "characters (SageMaker's limit)"),
+    # An unknown key comes first, with the closest valid key, at every level.
+    ({'name = "boston-xgboost"': 'nmae = "x"'}, "nmae: unknown key; did you mean 'name'?"),
+    ({"seed = 0": "sed = 0", 'name = "boston-xgboost"': "name = 5"}, "data.sed: unknown key; did you mean 'seed'?"),
+    ({"[data]": "[dat]"}, "dat: unknown key; did you mean 'data'?"),
+    ({"keep = false": "kepe = false", 'ttl = "1h"': 'ttl = "never"'},
+     "endpoint.kepe: unknown key; did you mean 'keep'?"),
+    ({"max_depth = 5": "maxdepth = 5", "num_round = 200": ""},
+     "training.hyperparameters.maxdepth: unknown key; did you mean 'max_depth'?"),
+    ({"[aws]": "[aws]\ncolour = 1"}, "aws.colour: unknown key; expected one of region, role_arn, bucket, prefix, "
+                                     "profile, scheduler_role_arn"),
+    ({'source = "boston"': 'source = "boston"\n"a\\nb" = 1'}, 'data."a\\nb": unknown key'),
 ]
 
 

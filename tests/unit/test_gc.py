@@ -17,7 +17,7 @@ from jobman.gc import collect_garbage
 from jobman.kinds import Kind
 from jobman.ledger.store import Ledger
 from jobman.run import ExperimentRun
-from jobman.states import ABSENT
+from jobman.states import Status
 from jobman.status import status_view
 from jobman.timing import Timing
 from tests.conftest import write_experiment
@@ -98,7 +98,7 @@ async def test_orphans_tagged_and_expired_are_deleted_untagged_never(
     [run] = await ledger.runs(exp.id)
     assert run.status == "orphaned"
     rows = await ledger.resources(run_ids=[run.id])
-    assert sorted((r.name, r.status) for r in rows) == [("lost-c", ABSENT), ("lost-e", ABSENT), ("lost-m", ABSENT)]
+    assert sorted((r.name, r.status) for r in rows) == [(n, Status.ABSENT) for n in ("lost-c", "lost-e", "lost-m")]
 
 
 async def test_stop_tears_down_and_stops_training(
@@ -134,7 +134,7 @@ async def test_reconcile_records_drift(
     await run_kept(kept(tmp_path, monkeypatch), ledger, backend, clock)
     del backend.resources[(Kind.ENDPOINT, "boston-xgboost-r1-endpoint")]
     report = await reconcile_all(ledger, opener, clock)
-    assert [(a.name, a.status) for _, a in report.changes] == [("boston-xgboost-r1-endpoint", ABSENT)]
+    assert [(a.name, a.status) for _, a in report.changes] == [("boston-xgboost-r1-endpoint", Status.ABSENT)]
     assert backend.calls["create_endpoint"] == 1  # recorded, not recreated: only a resumed run recreates
 
 

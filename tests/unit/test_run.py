@@ -14,7 +14,7 @@ from jobman.kinds import Kind
 from jobman.ledger.store import Ledger, Resource
 from jobman.reconciler import Reconciler
 from jobman.run import ExperimentRun, SilentReporter
-from jobman.states import ABSENT, Desired
+from jobman.states import Desired, Status
 from jobman.timing import Timing
 from tests.conftest import write_experiment
 
@@ -61,7 +61,7 @@ async def test_full_run(experiment: Experiment, ledger: Ledger, backend: FakeBac
     resources = {r.kind: r for r in await ledger.resources(run_ids=[outcome.run.id])}
     assert resources[Kind.TRAINING_JOB].status == "Completed"
     for kind in (Kind.MODEL, Kind.ENDPOINT_CONFIG, Kind.ENDPOINT):
-        assert (resources[kind].status, resources[kind].desired) == (ABSENT, Desired.ABSENT)
+        assert (resources[kind].status, resources[kind].desired) == (Status.ABSENT, Desired.ABSENT)
     assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB]
     # The chain is deleted in SageMaker's order, the config only once the endpoint is gone.
     order = [op for op in backend.history if op.startswith("delete_")]
@@ -75,7 +75,7 @@ async def test_full_run(experiment: Experiment, ledger: Ledger, backend: FakeBac
     assert (outcome.output_dir / "predictions.csv").read_text().startswith("actual,predicted\n")
     assert (outcome.output_dir / "predicted_vs_actual.png").stat().st_size > 1000
     events = await ledger.events(endpoint.id)
-    assert [e.to_status for e in events] == ["Pending", "Creating", "InService", "Deleting", ABSENT]
+    assert [e.to_status for e in events] == ["Pending", "Creating", "InService", "Deleting", Status.ABSENT]
 
 
 @pytest.mark.parametrize(("kind", "status"), [
@@ -217,7 +217,7 @@ async def test_drift_is_recorded(ledger: Ledger, backend: FakeBackend, clock: Fa
     assert row.status == "Present"
     del backend.resources[(Kind.MODEL, "drift-m")]  # deleted behind jobman's back
     row = (await reconciler.reconcile([row])).get(row)
-    assert row.status == ABSENT
+    assert row.status == Status.ABSENT
     events = await ledger.events(row.id)
     assert events[-1].message == "not found on the backend: deleted outside jobman"
     row = (await reconciler.reconcile([row], create=True)).get(row)  # a resumed run recreates it
@@ -252,7 +252,7 @@ async def test_crash_during_teardown_resumes_the_teardown(
 ) -> None:
     """Killed after evaluation, with the endpoint already deleted: the rerun finishes, deploying nothing."""
     with pytest.raises(Killed):
-        await make_run(experiment, ledger, backend, clock, CrashAt(Kind.ENDPOINT, ABSENT)).execute()
+        await make_run(experiment, ledger, backend, clock, CrashAt(Kind.ENDPOINT, Status.ABSENT)).execute()
     outcome = await make_run(experiment, ledger, backend, clock).execute()
     assert outcome.resumed and outcome.run.status == "succeeded"
     assert backend.calls["create_endpoint"] == 1 and backend.calls["invoke_endpoint"] == 1

@@ -12,14 +12,14 @@ import pytest
 from jobman.backends.fake import FakeBackend
 from jobman.clock import FakeClock
 from jobman.config import Experiment, load_experiment
-from jobman.errors import ConfigError, InvokeError, RunFailed
+from jobman.errors import ConfigError, InvokeError, JobmanError, RunFailed
 from jobman.gc import collect_garbage, default_targets
 from jobman.kinds import SCHEDULE_GROUP, Kind
 from jobman.ledger.store import Ledger, Resource
 from jobman.names import schedule_name
 from jobman.reconciler import Reconciler
 from jobman.run import GC_ADVICE, ExperimentRun, SilentReporter, check_inputs
-from jobman.states import ABSENT, Desired
+from jobman.states import Desired, Status
 from jobman.tags import tags_in_description
 from jobman.timing import Timing
 from jobman.ttl import schedule_target
@@ -121,7 +121,7 @@ async def test_the_cloud_deletes_a_kept_chain_and_jobman_records_it_as_expired(
     # Deleting, then gone: recorded as the TTL's doing, never as drift.
     result = await reconciler.reconcile([endpoint])
     endpoint = result.get(endpoint)
-    assert (endpoint.status, endpoint.desired) == (ABSENT, Desired.ABSENT)
+    assert (endpoint.status, endpoint.desired) == (Status.ABSENT, Desired.ABSENT)
     events = await ledger.events(endpoint.id)
     assert "expired: deleted by its TTL schedule" in [e.message for e in events]
     assert "deleted outside jobman" not in " ".join(e.message or "" for e in events)
@@ -148,7 +148,7 @@ async def test_schedules_that_fired_are_not_drift(
     for _ in range(3):
         result = await reconciler.reconcile(rows)
         rows = [result.get(r) for r in rows]
-    assert {(r.status, r.desired) for r in rows} == {(ABSENT, Desired.ABSENT)}
+    assert {(r.status, r.desired) for r in rows} == {(Status.ABSENT, Desired.ABSENT)}
     schedule = next(r for r in rows if r.kind is Kind.SCHEDULE)
     assert "fired at its time and deleted itself" in [e.message for e in await ledger.events(schedule.id)]
     assert left_on_backend(backend) == []
@@ -186,7 +186,7 @@ async def test_a_past_fire_time_is_never_sent_the_chain_is_deleted_instead(
     reconciler = Reconciler(ledger, backend, clock)
     result = await reconciler.reconcile([schedule], create=True)
     assert backend.calls["create_schedule"] == 0
-    assert (result.get(schedule).status, result.get(schedule).desired) == (ABSENT, Desired.ABSENT)
+    assert (result.get(schedule).status, result.get(schedule).desired) == (Status.ABSENT, Desired.ABSENT)
     model = await ledger.resource(model.id)
     assert model.desired is Desired.ABSENT
     await reconciler.tear_down([model], poll_s=1)
@@ -226,7 +226,8 @@ STEPS_AFTER_DEPLOY = ["invoke_stream", "regression_metrics", "write_predictions"
 
 
 @pytest.mark.parametrize("step", STEPS_AFTER_DEPLOY)
-@pytest.mark.parametrize("error", [RuntimeError("a bug"), ConfigError("bad value"), OSError(28, "No space left")])
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), ConfigError("bad value"), OSError(28, "No space left")],
+                         ids=["bug", "domain-error", "disk-full"])
 async def test_any_failure_after_deploy_tears_the_chain_down(
     ledger: Ledger, backend: FakeBackend, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     step: str, error: Exception,
@@ -237,16 +238,20 @@ async def test_any_failure_after_deploy_tears_the_chain_down(
         raise error
 
     monkeypatch.setattr(f"jobman.run.{step}", broken)
-    with pytest.raises(type(error)) as raised:
+    writing = isinstance(error, OSError) and step in ("write_predictions", "scatter_plot")
+    with pytest.raises(JobmanError if writing else type(error)) as raised:
         await run(x, ledger, backend, clock).execute()
-    assert raised.value is error  # reported as it was, with its own exit code
+    if writing:  # the file system's refusal is the user's to fix: one line naming the folder
+        assert "cannot write the run's outputs in" in str(raised.value) and "No space left" in str(raised.value)
+    else:
+        assert raised.value is error  # reported as it was, with its own exit code
     assert backend.calls["create_endpoint"] == 1
     assert left_on_backend(backend) == []
     exp = await ledger.experiment("boston-xgboost")
     latest = await ledger.latest_run(exp.id)  # type: ignore[union-attr]
     assert latest is not None and latest.status == "failed" and str(error) in (latest.message or "")
     chain = [r for r in await ledger.resources(run_ids=[latest.id]) if r.kind is not Kind.TRAINING_JOB]
-    assert {(r.status, r.desired) for r in chain} == {(ABSENT, Desired.ABSENT)}
+    assert {(r.status, r.desired) for r in chain} == {(Status.ABSENT, Desired.ABSENT)}
 
 
 async def test_a_payload_cap_smaller_than_a_row_fails_and_tears_down(

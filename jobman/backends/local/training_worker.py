@@ -24,7 +24,7 @@ from jobman.backends.local.logstore import TRAINING_GROUP, LogStore
 from jobman.backends.local.objects import ObjectError, ObjectStore, parse_s3_uri
 from jobman.backends.local.store import Layout, RecordStore
 from jobman.backends.local.training_state import JobFiles, advance, finish
-from jobman.backends.local.xgb_params import HyperparameterError, TrainingParams, parse_hyperparameters
+from jobman.xgboost_hyperparameters import HyperparameterError, TrainingParams, parse_hyperparameters
 
 CSV_TYPES = ("text/csv", "csv")
 SMALL_DATA_CELLS = 1_000_000

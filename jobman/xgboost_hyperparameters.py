@@ -1,8 +1,10 @@
 """The built-in XGBoost algorithm's hyperparameters: names, types and ranges, as SageMaker documents them.
 
+A shared fact: the local cloud's training worker and the controller's config check read this one table.
 SageMaker passes every value as a string. The algorithm checks them before it trains and fails the
 job with a ClientError naming the first bad one; `parse_hyperparameters` does the same and returns
-what `xgboost.train` needs.
+what `xgboost.train` needs. Each error also says, apart from the message, which name was bad and what
+was expected, so that the controller can refuse the experiment file before any job exists.
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_VALUE_CHARS = 2500  # CreateTrainingJob's limit on one value (botocore's HyperParameterValue shape)
+_INTERNAL_PREFIXES = ("_", "sagemaker_")  # keys SageMaker itself adds; the algorithm ignores them
+
 
 class HyperparameterError(ValueError):
-    """A bad hyperparameter; the message is the job's FailureReason."""
+    """A bad hyperparameter; the message is the job's FailureReason, `name` the culprit, `expected` what would do."""
+
+    def __init__(self, message: str, *, name: str, expected: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.expected = expected
 
 
 @dataclass(frozen=True)
@@ -32,32 +42,38 @@ Parser = Callable[[str, str], Any]
 
 def _number(kind: type, low: float | None = None, high: float | None = None, *, open_low: bool = False,
             open_high: bool = False) -> Parser:
+    noun = "an integer" if kind is int else "a number"
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    interval = f"{'(' if open_low or low is None else '['}{lo}, {hi}{')' if open_high or high is None else ']'}"
+    in_range = noun if low is None and high is None else f"{noun} in {interval}"
+
     def parse(name: str, text: str) -> Any:
         try:
             value = kind(float(text)) if kind is int and re.fullmatch(r"\s*-?\d+(\.0*)?\s*", text) else kind(text)
         except (TypeError, ValueError, OverflowError):
-            noun = "an integer" if kind is int else "a number"
-            raise HyperparameterError(f"ClientError: Hyperparameter {name}: value {text!r} is not {noun}") from None
+            raise _bad(name, f"value {text!r} is not {noun}", in_range) from None
         if kind is float and not math.isfinite(value):
-            raise HyperparameterError(f"ClientError: Hyperparameter {name}: value {text!r} is not a finite number")
+            raise _bad(name, f"value {text!r} is not a finite number", in_range)
         below = low is not None and (value <= low if open_low else value < low)
         above = high is not None and (value >= high if open_high else value > high)
         if below or above:
-            lo = "-inf" if low is None else f"{low:g}"
-            hi = "inf" if high is None else f"{high:g}"
-            interval = f"{'(' if open_low or low is None else '['}{lo}, {hi}{')' if open_high or high is None else ']'}"
-            raise HyperparameterError(f"ClientError: Hyperparameter {name}: value {text} is out of range {interval}")
+            raise _bad(name, f"value {text} is out of range {interval}", in_range)
         return value
 
     return parse
 
 
+def _bad(name: str, problem: str, expected: str) -> HyperparameterError:
+    return HyperparameterError(f"ClientError: Hyperparameter {name}: {problem}", name=name, expected=expected)
+
+
 def _choice(*options: str) -> Parser:
+    one_of = f"one of {', '.join(options)}"
+
     def parse(name: str, text: str) -> str:
         if text not in options:
-            raise HyperparameterError(
-                f"ClientError: Hyperparameter {name}: value {text!r} is not one of {', '.join(options)}"
-            )
+            raise _bad(name, f"value {text!r} is not {one_of}", one_of)
         return text
 
     return parse
@@ -70,7 +86,7 @@ def _text(name: str, text: str) -> str:
 def _bool(name: str, text: str) -> bool:
     lowered = text.strip().lower()
     if lowered not in ("true", "false", "1", "0"):
-        raise HyperparameterError(f"ClientError: Hyperparameter {name}: value {text!r} is not true or false")
+        raise _bad(name, f"value {text!r} is not true or false", "true or false")
     return lowered in ("true", "1")
 
 
@@ -83,13 +99,12 @@ _METRIC = re.compile(
 
 def _metrics(name: str, text: str) -> list[str]:
     metrics = [m.strip() for m in text.split(",") if m.strip()]
+    expected = "XGBoost evaluation metrics separated by commas, like 'rmse' or 'rmse,mae'"
     for metric in metrics:
         if not _METRIC.match(metric):
-            raise HyperparameterError(
-                f"ClientError: Hyperparameter {name}: metric {metric!r} is not supported by the local backend"
-            )
+            raise _bad(name, f"metric {metric!r} is not supported by the local backend", expected)
     if not metrics:
-        raise HyperparameterError(f"ClientError: Hyperparameter {name}: value {text!r} names no metric")
+        raise _bad(name, f"value {text!r} names no metric", expected)
     return metrics
 
 
@@ -166,21 +181,29 @@ _NOT_PASSED = frozenset({
 _MULTICLASS = ("multi:softmax", "multi:softprob")
 
 
+def is_known(name: str) -> bool:
+    """A name the algorithm accepts: one of its hyperparameters, or a key SageMaker adds itself."""
+    return name in SPEC or name.startswith(_INTERNAL_PREFIXES)
+
+
 def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainingParams:
     """Check SageMaker-style string hyperparameters and translate them for `xgboost.train`."""
-    unknown = sorted(k for k in raw if k not in SPEC and not k.startswith(("_", "sagemaker_")))
+    unknown = [k for k in raw if not is_known(k)]
     if unknown:
         raise HyperparameterError(
-            f"ClientError: Additional hyperparameters are not allowed ({', '.join(repr(k) for k in unknown)} "
-            f"{'was' if len(unknown) == 1 else 'were'} unexpected)"
+            f"ClientError: Additional hyperparameters are not allowed ({', '.join(repr(k) for k in sorted(unknown))} "
+            f"{'was' if len(unknown) == 1 else 'were'} unexpected)",
+            name=unknown[0],  # the first in the caller's order, as a file lists them
+            expected="a hyperparameter of the built-in XGBoost algorithm",
         )
     if "num_round" not in raw:
-        raise HyperparameterError("ClientError: Missing required hyperparameter: num_round")
+        raise HyperparameterError("ClientError: Missing required hyperparameter: num_round",
+                                  name="num_round", expected="an integer in [1, inf)")
     values: dict[str, Any] = {}
     for name, text in raw.items():
         if name in SPEC:
             if not isinstance(text, str):
-                raise HyperparameterError(f"ClientError: Hyperparameter {name}: value {text!r} is not a string")
+                raise _bad(name, f"value {text!r} is not a string", "a string")
             values[name] = SPEC[name](name, text.strip())
     return _translate(values)
 
@@ -193,7 +216,8 @@ def _translate(values: dict[str, Any]) -> TrainingParams:
         params["objective"] = "reg:squarederror"
         notes.append("[WARNING] reg:linear is now deprecated in favor of reg:squarederror.")
     if objective in _MULTICLASS and "num_class" not in params:
-        raise HyperparameterError(f"ClientError: Hyperparameter num_class is required for objective {objective}")
+        raise HyperparameterError(f"ClientError: Hyperparameter num_class is required for objective {objective}",
+                                  name="num_class", expected=f"an integer in [1, inf) with objective {objective}")
     if params.get("tree_method") == "gpu_hist":
         params["tree_method"] = "hist"
         notes.append("tree_method gpu_hist runs as hist: the local backend has no GPU.")

@@ -1,0 +1,115 @@
+"""`jobman status` as a screen: readable in 80 columns and in a pipe, with everything under `--wide`.
+
+Each experiment gets a header line and a borderless table. In the narrow form, kinds have short names,
+names lose the experiment's own prefix (the header says it; the run and kind are what differ), and
+columns that carry nothing for this experiment are dropped (billing on a free backend, "desired" when
+everything is wanted as it is). The name column takes what the others leave and is shortened from the
+left, never a header or a status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from jobman.cost import FREE_BACKENDS
+from jobman.durations import format_duration
+
+STATUS_STYLE = {
+    "terminal-ok": "green", "terminal-failed": "red", "pending": "yellow", "transient": "yellow",
+    "gone": "dim", "unknown": "magenta",
+}
+SHORT_KIND = {"training_job": "job", "model": "model", "endpoint_config": "config", "endpoint": "endpoint",
+              "schedule": "ttl"}
+MIN_NAME = 16  # below this a name says too little; the table may then pass the width
+GAP = 1  # space between columns
+DELETING_MARK = "*"  # beside the status of a resource being deleted; explained under the table
+
+
+def usd(usd: float | None) -> str:
+    return "unknown" if usd is None else f"${usd:,.4f}"
+
+
+def experiment_title(exp: dict[str, Any]) -> str:
+    metrics = exp.get("metrics") or {}
+    parts = [exp["name"], f"run {exp['run']}", exp["status"], f"{exp['backend']}/{exp['region']}"]
+    if "rmse" in metrics:
+        parts.append(f"RMSE {metrics['rmse']:.3f}")
+    if exp["backend"] not in FREE_BACKENDS:
+        parts.append(f"cost {usd(exp['cost_usd'])}")
+    return " · ".join(parts)
+
+
+def _ttl(r: dict[str, Any]) -> str:
+    if r["ttl_expired"]:
+        return "expired"
+    return "-" if r["ttl_left_s"] is None else format_duration(r["ttl_left_s"])
+
+
+def _being_deleted(r: dict[str, Any]) -> bool:
+    return bool(r["desired"] == "absent" and r["meaning"] != "gone")
+
+
+def _status(r: dict[str, Any], show_desired: bool) -> Text:
+    mark = DELETING_MARK if not show_desired and _being_deleted(r) else ""
+    return Text(r["status"] + mark, style=STATUS_STYLE.get(r["meaning"], ""))
+
+
+def _short_name(name: str, experiment: str) -> str:
+    prefix = f"{experiment}-"
+    return name[len(prefix):] if name.startswith(prefix) and len(name) > len(prefix) else name
+
+
+def _fit_left(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
+
+
+def experiment_table(exp: dict[str, Any], width: int, *, wide: bool) -> Table:
+    resources = exp["resources"]
+    free = exp["backend"] in FREE_BACKENDS
+    show_desired = wide  # narrow: a resource being deleted says so beside its status
+    columns: dict[str, list[str | Text]] = {
+        "kind": [r["kind"] if wide else SHORT_KIND.get(r["kind"], r["kind"]) for r in resources],
+        "name": [r["name"] if wide else _short_name(r["name"], exp["name"]) for r in resources],
+    }
+    if show_desired:
+        columns["desired"] = [r["desired"] for r in resources]
+    columns["status"] = [_status(r, show_desired) for r in resources]
+    columns["age"] = [format_duration(r["age_s"]) for r in resources]
+    columns["TTL"] = [_ttl(r) for r in resources]
+    billed = [r for r in resources if r["billed_s"] is not None]
+    if wide or (billed and not free):
+        columns["billed"] = ["-" if r["billed_s"] is None else format_duration(r["billed_s"]) for r in resources]
+        columns["cost"] = ["-" if r["billed_s"] is None else ("free" if free else usd(r["cost_usd"]))
+                           for r in resources]
+    if wide:
+        columns["ARN"] = [r["arn"] or "-" for r in resources]
+
+    widths = {name: max([len(name), *(len(str(v)) for v in values)]) for name, values in columns.items()}
+    if not wide:
+        others = sum(w for name, w in widths.items() if name != "name") + GAP * (len(widths) - 1)
+        widths["name"] = max(min(widths["name"], width - others), MIN_NAME, len("name"))
+        columns["name"] = [_fit_left(str(v), widths["name"]) for v in columns["name"]]
+
+    table = Table(box=None, pad_edge=False, padding=(0, GAP, 0, 0), expand=False, header_style="bold underline")
+    for name, w in widths.items():
+        table.add_column(name, no_wrap=True, min_width=w, max_width=None if wide else w, overflow="fold",
+                         justify="right" if name in ("age", "billed", "cost") else "left")
+    for row in zip(*columns.values(), strict=True):
+        table.add_row(*row)
+    return table
+
+
+def status_screen(view: dict[str, Any], width: int, *, wide: bool = False) -> Iterator[Table | Text | str]:
+    """What `jobman status` prints, in order: a table per experiment, then the price note."""
+    for exp in view["experiments"]:
+        yield Text(experiment_title(exp), style="bold")
+        yield experiment_table(exp, width, wide=wide)
+        if not wide and any(_being_deleted(r) for r in exp["resources"]):
+            yield f"{DELETING_MARK} being deleted"
+    prices = view["prices"]
+    source = prices["source"] if wide else "jobman's price table"
+    yield f"total estimated cost {usd(view['total_cost_usd'])} · {source}, as of {prices['as_of']}"

@@ -1,0 +1,50 @@
+"""`jobman status`: what the ledger knows, after a look at whatever is past its expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from jobman.cli.ledger import open_ledger
+from jobman.cli.output import console, domain_errors, note, print_json
+from jobman.cli.screens import status_screen
+from jobman.clock import SystemClock
+
+if TYPE_CHECKING:  # the status path never loads the experiment-file reader
+    from jobman.backends.base import Backend
+    from jobman.config import AwsConfig
+
+
+async def _open_backend(name: str, aws: AwsConfig) -> Backend:
+    """Imported only when something has expired: aioboto3 stays off the common path."""
+    from jobman.backends.factory import open_backend
+
+    return await open_backend(name, aws)
+
+
+def status_command(experiment: str | None, as_json: bool, wide: bool) -> None:
+    from jobman.status import has_expired, status_view
+
+    async def main() -> tuple[dict[str, Any], list[str]]:
+        async with open_ledger() as ledger:
+            notes: list[str] = []
+            if ledger.readonly and await has_expired(ledger, SystemClock().now()):
+                notes.append("the ledger is read-only here: expired resources were not looked at again")
+            elif await has_expired(ledger, SystemClock().now()):
+                from jobman.fleet import refresh_expired
+
+                notes = await refresh_expired(ledger, _open_backend, SystemClock())
+            return await status_view(ledger, SystemClock().now(), experiment=experiment), notes
+
+    with domain_errors():
+        view, notes = asyncio.run(main())
+    for text in notes:
+        note(text)
+    if as_json:
+        print_json(view)
+        return
+    if not view["experiments"]:
+        console.print("no experiments in the ledger")
+        return
+    for part in status_screen(view, console.width, wide=wide):
+        console.print(part, highlight=False, soft_wrap=isinstance(part, str))
