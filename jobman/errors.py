@@ -86,9 +86,3 @@ class RunFailed(JobmanError):
     """A resource of the run reached a failed state."""
 
     exit_code = 6
-
-
-class NotImplementedFeature(JobmanError):
-    """A documented feature that this build does not provide."""
-
-    exit_code = 2
