@@ -26,6 +26,18 @@ from tests.integration.local_fixtures import LocalServer, kill_leftovers, wait_f
 local_server = local_fixtures.local_server  # the fixture (until tests/integration/conftest.py imports it)
 
 
+_SIGNED = ("AWS4-HMAC-SHA256 Credential=k/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, "
+           "Signature=" + "0" * 64)
+
+
+def _health(url: str, home: Path) -> dict[str, object]:
+    """`/_jobman/health`, with the secret only processes that can read the state folder know."""
+    secret = (layout(home).root / "secret").read_text().strip()
+    request = urllib.request.Request(f"{url}/_jobman/health", headers={"X-Jobman-Secret": secret})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
 def _error(call: object) -> dict[str, object]:
     with pytest.raises(ClientError) as error:
         call()  # type: ignore[operator]
@@ -43,8 +55,10 @@ def test_path_traversal_is_refused(local_server: LocalServer) -> None:
         assert _error(lambda key=key: s3.get_object(Bucket="safe", Key=key))["code"] == "InvalidArgument"
     assert not list(local_server.root.rglob("escape.txt"))
     assert _error(lambda: s3.create_bucket(Bucket="Not_Valid"))["code"] == "InvalidBucketName"
-    # Raw HTTP, which no SDK would send: an encoded traversal in the bucket segment.
-    request = urllib.request.Request(f"{local_server.url}/..%2F..%2Fetc/passwd", method="GET")
+    # Raw HTTP, which no SDK would send: an encoded traversal in the bucket segment (signed in form, as the server
+    # demands of every request; the signature's value is never checked).
+    request = urllib.request.Request(f"{local_server.url}/..%2F..%2Fetc/passwd", method="GET",
+                                     headers={"Authorization": _SIGNED})
     with pytest.raises(urllib.error.HTTPError) as raw:
         urllib.request.urlopen(request, timeout=5)
     assert raw.value.code == 400 and b"<Code>InvalidBucketName</Code>" in raw.value.read()
@@ -87,8 +101,7 @@ def test_ensure_running_is_safe_to_race(tmp_path: Path) -> None:
             thread.join()
         assert len(urls) == 4 and len(set(urls)) == 1
         pid = _server_pid(home)
-        with urllib.request.urlopen(f"{urls[0]}/_jobman/health", timeout=5) as response:
-            assert json.loads(response.read())["pid"] == pid
+        assert _health(urls[0], home)["pid"] == pid
         assert ensure_running(home) == urls[0]
     finally:
         stop_server(home, stop_endpoints=True)
@@ -130,8 +143,7 @@ def test_cli_serve_in_the_foreground(tmp_path: Path) -> None:
         assert server.stdout is not None
         url = re.search(r"http://127\.0\.0\.1:\d+", server.stdout.readline())
         assert url is not None
-        with urllib.request.urlopen(f"{url.group()}/_jobman/health", timeout=5) as response:
-            assert json.loads(response.read())["pid"] == server.pid
+        assert _health(url.group(), tmp_path / "fg-home")["pid"] == server.pid
         second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
         assert second.returncode == 4
         assert second.stderr.startswith("Error: a local server is already running") and "Traceback" not in second.stderr

@@ -1,6 +1,7 @@
 """Start, find, inspect and stop the local server of a JOBMAN_HOME (sync; for the CLI and the controller).
 
-`local/server.json` says where the server is; a health request proves it is really there. Starting is
+`local/server.json` says where the server is; a health request proves it is really there. Every request
+carries the secret of `local/secret` (see shared_secret.py), which the server demands on `/_jobman/*`. Starting is
 serialized by a file lock, and the server itself holds a second lock for its whole life, so two
 callers racing `ensure_running` (or a `jobman local serve` meanwhile) never get two servers on one home.
 """
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jobman.backends.local import arns, supervisor
+from jobman.backends.local import arns, shared_secret, supervisor
 from jobman.backends.local.endpoints import SERVING
 from jobman.backends.local.store import Layout, RecordStore, atomic_write_json, layout, read_json
 from jobman.backends.local.supervisor import ProcessRef
@@ -37,7 +38,7 @@ def ensure_running(jobman_home: Path, *, idle_timeout_s: float | None = None) ->
     url = _answering_url(where)
     if url:
         return url
-    where.root.mkdir(parents=True, exist_ok=True)
+    where.ensure_root()
     with _start_lock(where):
         return _answering_url(where) or _start(where, idle_timeout_s)
 
@@ -54,7 +55,7 @@ def server_status(jobman_home: Path) -> dict[str, Any] | None:
     if url is None:
         return None
     try:
-        return _request(f"{url}/_jobman/status", timeout_s=10.0)
+        return _request(where, f"{url}/_jobman/status", timeout_s=10.0)
     except (OSError, ValueError):
         return None
 
@@ -75,8 +76,10 @@ def stop_server(jobman_home: Path, *, stop_endpoints: bool = False) -> bool:
 # --- internals ---
 
 
-def _request(url: str, *, method: str = "GET", timeout_s: float = 2.0) -> Any:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def _request(where: Layout, url: str, *, method: str = "GET", timeout_s: float = 2.0) -> Any:
+    """A `/_jobman/*` call; without the secret file (no server ever started here) it is sent without, and refused."""
+    headers = {shared_secret.HEADER: shared_secret.read(where) or ""}
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None, headers=headers)
     with _HTTP.open(request, timeout=timeout_s) as response:
         return json.loads(response.read())
 
@@ -91,7 +94,7 @@ def _answering_url(where: Layout) -> str | None:
     if info is None:
         return None
     try:
-        health = _request(f"{info['url']}/_jobman/health")
+        health = _request(where, f"{info['url']}/_jobman/health")
     except (OSError, ValueError):
         return None
     return str(info["url"]) if isinstance(health, dict) and health.get("pid") == info["pid"] else None
@@ -99,7 +102,7 @@ def _answering_url(where: Layout) -> str | None:
 
 @contextlib.contextmanager
 def _start_lock(where: Layout) -> Iterator[None]:
-    where.root.mkdir(parents=True, exist_ok=True)
+    where.ensure_root()
     with where.start_lock.open("ab") as handle:
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
@@ -179,7 +182,7 @@ def _stop(where: Layout, stop_endpoints: bool) -> bool:
         return False
     try:
         flag = "1" if stop_endpoints else "0"
-        _request(f"{info['url']}/_jobman/shutdown?stop_endpoints={flag}", method="POST")
+        _request(where, f"{info['url']}/_jobman/shutdown?stop_endpoints={flag}", method="POST")
     except (OSError, ValueError):
         supervisor.terminate(ref, 10.0)  # not answering: stop it the hard way
         return True

@@ -6,6 +6,10 @@ reported in `port.json`): `GET /ping` answers 200 once the model is loaded; `POS
 Parsing (pandas' C parser), prediction (xgboost, which releases the GIL) and formatting run in a
 thread pool, never on the event loop. If the model cannot be loaded, it writes `failed.json` with the
 reason and exits, and the endpoint becomes Failed.
+
+Only the local server may call it: every request must carry the state folder's secret (read from its file
+at start, so it never shows in `ps`) and `/invocations` must say `Content-Type: text/csv`, so neither a web
+page nor another user's process can score the model directly (see shared_secret.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jobman.backends.local import supervisor
+from jobman.backends.local import guard, shared_secret, supervisor
 from jobman.backends.local.artifacts import MODEL_FILE
 from jobman.backends.local.logstore import LogStore
 from jobman.backends.local.objects import ObjectError, ObjectStore, parse_s3_uri
@@ -119,6 +123,7 @@ class Instance:
         self.objects = ObjectStore(layout)
         self.executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="score")
         self.model: Model | None = None
+        self.secret = shared_secret.read(layout) or ""
 
     def log(self, message: str) -> None:
         print(message, flush=True)
@@ -148,9 +153,9 @@ class Instance:
         body = await request.read()
         if len(body) > MAX_PAYLOAD:
             return web.Response(status=413, text=f"Payload exceeds {MAX_PAYLOAD} bytes.")
-        content_type = request.headers.get("Content-Type", "text/csv").split(";")[0].strip().lower()
-        if content_type not in ("text/csv", "csv"):
-            message = f"Content type {content_type} is not supported by this model; use text/csv."
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type not in ("text/csv", "csv"):  # never guessed: a page's form can only send text/plain
+            message = f"Content type {content_type or '(none)'} is not supported by this model; use text/csv."
             self.log(message)
             return web.Response(status=415, text=message)
         assert self.model is not None
@@ -162,8 +167,25 @@ class Instance:
         return web.Response(body=answer, content_type="text/csv")
 
 
+_INSTANCE = web.AppKey("instance", Instance)
+
+
+@web.middleware
+async def _only_the_server(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse anyone without the secret, before a body is read; and any browser, which has no business here."""
+    instance = request.app[_INSTANCE]
+    if guard.is_preflight(request) or "Origin" in request.headers:
+        return web.Response(status=403, text="Cross-origin requests are not allowed.\n")
+    if not guard.host_allowed(request.headers.get("Host"), guard.local_port(request)):
+        return web.Response(status=403, text="The Host header must name this port on a loopback address.\n")
+    if not shared_secret.matches(instance.secret, request.headers.get(shared_secret.HEADER)):
+        return web.Response(status=403, text=f"The {shared_secret.HEADER} header is missing or wrong.\n")
+    return await handler(request)
+
+
 async def serve(instance: Instance) -> None:
-    app = web.Application(client_max_size=MAX_PAYLOAD + 1)
+    app = web.Application(client_max_size=MAX_PAYLOAD + 1, middlewares=[_only_the_server])
+    app[_INSTANCE] = instance
     app.router.add_get("/ping", instance.ping)
     app.router.add_post("/invocations", instance.invocations)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -193,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     supervisor.keep_out_sklearn()
     instance = Instance(args.dir, Layout(args.root), args.instance)
     try:
+        if not instance.secret:
+            raise RuntimeError(f"cannot read the local backend's secret {Layout(args.root).secret_file}")
         instance.load()
     except Exception as exc:  # any reason the model cannot be served makes the endpoint Failed
         reason = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from jobman.backends.local import arns, supervisor
+from jobman.backends.local import arns, shared_secret, supervisor
 from jobman.backends.local.logstore import ENDPOINT_GROUP_PREFIX, LogStore
 from jobman.backends.local.store import Layout, RecordStore, atomic_write_json, read_json
 from jobman.backends.local.supervisor import ProcessRef
@@ -71,6 +71,7 @@ class EndpointManager:
         self.instances: dict[tuple[str, str], Instance] = {}
         self.ready: dict[tuple[str, str], asyncio.Event] = {}
         self.session: aiohttp.ClientSession | None = None  # set by the server; pings and invocations share it
+        self.secret = ""  # set by the server; workers refuse requests without it (see shared_secret.py)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def records(self, region: str, rtype: str = arns.ENDPOINT) -> RecordStore:
@@ -271,11 +272,16 @@ class EndpointManager:
             return False
         try:
             async with self.session.get(
-                f"http://127.0.0.1:{instance.port}/ping", timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT_S)
+                f"http://127.0.0.1:{instance.port}/ping", headers=self.worker_headers(),
+                timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT_S),
             ) as response:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
+
+    def worker_headers(self) -> dict[str, str]:
+        """What every request to a worker's port carries: it serves only holders of the secret."""
+        return {shared_secret.HEADER: self.secret}
 
     def _serving(self, region: str, name: str) -> bool:
         record = self.records(region).get(name)

@@ -37,7 +37,10 @@ def paginate(
     ordered = sorted(items, key=sort_key, reverse=descending)
     if token:
         after = _decode(token, error_code)
-        ordered = [item for item in ordered if _after(list(sort_key(item)), after, descending)]
+        try:
+            ordered = [item for item in ordered if _after(list(sort_key(item)), after, descending)]
+        except TypeError:  # a forged token whose values do not compare with the sort key's
+            raise AwsError(error_code, "The specified nextToken is invalid.") from None
     page = ordered[:limit]
     more = len(ordered) > limit
     return Page(page, _encode(list(sort_key(page[-1]))) if more and page else None)

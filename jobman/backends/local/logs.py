@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jobman.backends.local import wire
+from jobman.backends.local import log_filter, validation, wire
 from jobman.backends.local.listing import paginate
 from jobman.backends.local.logstore import MAX_EVENTS, Event, LogStore, StreamInfo
 from jobman.backends.local.wire import ACCOUNT_ID, AwsError
@@ -39,7 +39,10 @@ class LogsApi:
             if handler is None:
                 raise AwsError("UnknownOperationException", f"The local backend does not implement Logs.{operation}.")
             body = await wire.read_json_body(request)
-            return wire.json_response(handler(self.store(wire.check_region(scope.region)), scope.region, body))
+            store = self.store(wire.check_region(scope.region))
+            # botocore's model first; CloudWatch Logs words a model violation as InvalidParameterException
+            body = validation.checked("logs", operation, body, code="InvalidParameterException")
+            return wire.json_response(handler(store, scope.region, body))
         except AwsError as exc:
             return wire.json_error(exc)
 
@@ -48,6 +51,7 @@ class LogsApi:
             "DescribeLogGroups": describe_log_groups,
             "DescribeLogStreams": describe_log_streams,
             "GetLogEvents": get_log_events,
+            "FilterLogEvents": filter_log_events,
         }
 
 
@@ -134,6 +138,13 @@ def get_log_events(store: LogStore, region: str, body: dict[str, Any]) -> dict[s
     forward = events[-1].end if events else offset
     backward = events[0].start if events else offset
     return _answer(events, f"f/{forward}", f"b/{backward}")
+
+
+def filter_log_events(store: LogStore, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    group = _group(body)
+    if not store.group_exists(group):
+        raise _not_found("group")
+    return log_filter.filter_log_events(store, group, body)
 
 
 def _parse_token(token: str) -> tuple[str, int]:

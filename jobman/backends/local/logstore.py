@@ -142,6 +142,21 @@ class LogStore:
                 size += len(line)
         return events
 
+    def all_events(self, group: str, stream: str) -> list[Event]:
+        """Every whole event of the stream, with no page size cap (FilterLogEvents pages by itself)."""
+        events: list[Event] = []
+        try:
+            with self.stream_path(group, stream).open("rb") as handle:
+                position = 0
+                for line in handle:
+                    if not line.endswith(b"\n"):
+                        break
+                    events.append(_event(line, position))
+                    position += len(line)
+        except FileNotFoundError:
+            return []
+        return events
+
     def read_before(self, group: str, stream: str, end: int | None) -> list[Event]:
         """Every whole event that ends at or before byte `end` (None: the whole stream)."""
         events = self.read_forward(group, stream, 0, 1 << 62)

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import aiohttp
 from aiohttp import web
 
-from jobman.backends.local import wire
+from jobman.backends.local import arns, shared_secret, wire
 from jobman.backends.local.endpoints import EndpointManager, log_group
 from jobman.backends.local.wire import ACCOUNT_ID, AwsError
 
@@ -30,13 +30,22 @@ def endpoint_name(raw_path: str) -> str | None:
     return unquote(match["name"]) if match else None
 
 
+def check_endpoint_name(name: str) -> str:
+    """The name from the path (`%2F` decoded) is SageMaker's kind of name before it names any file."""
+    try:
+        return arns.check_name(name, "endpointName")
+    except AwsError as exc:
+        exc.code = "ValidationError"  # SageMaker Runtime's code for the same message
+        raise
+
+
 class RuntimeApi:
     def __init__(self, endpoints: EndpointManager) -> None:
         self.endpoints = endpoints
 
     async def handle(self, request: web.Request, scope: wire.Scope, name: str) -> web.Response:
         try:
-            return await self._invoke(request, wire.check_region(scope.region), name)
+            return await self._invoke(request, wire.check_region(scope.region), check_endpoint_name(name))
         except AwsError as exc:
             return wire.json_error(exc, content_type=_CONTENT_TYPE)
 
@@ -46,6 +55,8 @@ class RuntimeApi:
         body = await wire.read_body(request, MAX_PAYLOAD, AwsError(
             "ValidationError", f"Request body for endpoint {name} exceeds the maximum of {MAX_PAYLOAD} bytes.", 413))
         headers = {h: request.headers[h] for h in _FORWARDED if h in request.headers}
+        headers.setdefault("Content-Type", "text/csv")  # workers need it; a signed caller that omits it meant CSV
+        headers[shared_secret.HEADER] = self.endpoints.secret
         for attempt in range(2):
             instance, variant = await self.endpoints.serving_instance(region, name, RESTART_WAIT_S)
             try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jobman.backends.local import arns, wire
+from jobman.backends.local import arns, describe_defaults, validation, wire
 from jobman.backends.local.endpoints import EndpointManager
 from jobman.backends.local.listing import ListSpec, list_resources, paginate
 from jobman.backends.local.store import Layout, RecordStore
@@ -111,7 +111,9 @@ class SageMakerApi:
                 raise AwsError("UnknownOperationException",
                                f"The local backend does not implement SageMaker.{operation}.")
             body = await wire.read_json_body(request)
-            answer = handler(wire.check_region(scope.region), body)
+            region = wire.check_region(scope.region)
+            # botocore's model first, as SageMaker's front end: handlers then see only well-typed, known members
+            answer = handler(region, validation.checked("sagemaker", operation, body))
             if not isinstance(answer, dict):
                 answer = await answer
             return wire.json_response(answer)
@@ -187,7 +189,7 @@ class SageMakerApi:
 
     def describe_model(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         record = self._get(region, arns.MODEL, _name(body, "ModelName"))
-        return {"EnableNetworkIsolation": False, **{k: record[k] for k in _MODEL_FIELDS if k in record}}
+        return describe_defaults.model({k: record[k] for k in _MODEL_FIELDS if k in record})
 
     def list_models(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._list_statusless(region, body, arns.MODEL, "Models", ("ModelName", "ModelArn", "CreationTime"))
@@ -214,7 +216,7 @@ class SageMakerApi:
 
     def describe_endpoint_config(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         record = self._get(region, arns.ENDPOINT_CONFIG, _name(body, "EndpointConfigName"))
-        return {k: record[k] for k in _CONFIG_FIELDS if k in record}
+        return describe_defaults.endpoint_config({k: record[k] for k in _CONFIG_FIELDS if k in record})
 
     def list_endpoint_configs(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         fields = ("EndpointConfigName", "EndpointConfigArn", "CreationTime")

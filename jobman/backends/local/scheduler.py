@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jobman.backends.local import schedules
+from jobman.backends.local import schedules, validation
 from jobman.backends.local.logstore import LogStore
 from jobman.backends.local.schedule_store import Key, ScheduleStore
 from jobman.backends.local.wire import AwsError
@@ -107,7 +107,9 @@ class Scheduler:
         """("succeeded" | "failed" | "retrying", what happened)."""
         try:
             operation = schedules.target_operation(target["Arn"], schedules.firable(self.operations))
-            answer = self.operations[operation](region, _request(target.get("Input")))
+            # the target's input is a SageMaker request: checked against the model as one sent to the API is
+            request = validation.checked("sagemaker", operation, _request(target.get("Input")))
+            answer = self.operations[operation](region, request)
             if inspect.isawaitable(answer):
                 answer = await answer
         except AwsError as exc:

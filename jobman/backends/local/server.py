@@ -2,9 +2,11 @@
 EventBridge Scheduler.
 
 Each request says which service it is for: SageMaker and Logs by `X-Amz-Target`; InvokeEndpoint by
-its path; Scheduler, STS and S3 by the service in the SigV4 credential scope (signatures are not checked).
+its path; Scheduler, STS and S3 by the service in the SigV4 credential scope. Before that, `guard` refuses
+what a web page could send (wrong Host, CORS, no SigV4 signature: its form is checked, never its value).
 Due one-time schedules are fired from the supervision loop, once a second and once at start.
-`/_jobman/...` routes serve the daemon (health, status, shutdown); no bucket name can start with `_`.
+`/_jobman/...` routes serve the daemon (health, status, shutdown) to holders of the state folder's secret;
+no bucket name can start with `_`.
 
 Run: `python -m jobman.backends.local.server --home DIR [--port 0] [--idle-timeout 300]`.
 """
@@ -27,7 +29,7 @@ from typing import IO, Any
 import aiohttp
 from aiohttp import web
 
-from jobman.backends.local import runtime, sts, supervisor, wire
+from jobman.backends.local import guard, runtime, shared_secret, sts, supervisor, wire
 from jobman.backends.local.endpoints import SERVING, EndpointManager
 from jobman.backends.local.logs import LogsApi
 from jobman.backends.local.objects import ObjectStore
@@ -77,6 +79,7 @@ class Server:
         self.scheduler_api = SchedulerApi(self.schedules, self.sagemaker.operations)
         self.scheduler = Scheduler(self.schedules, self.sagemaker.operations, self.layout.logs)
         self.url = ""
+        self.secret = ""  # set at start: see shared_secret.py
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self.stop_workers = False  # on shutdown, also stop endpoints and training jobs
@@ -88,11 +91,15 @@ class Server:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)  # bodies are read by the services, with their own limits
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        app.on_response_prepare.append(_no_cors)
         return app
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         self._active += 1
         try:
+            refusal = guard.check(request, self.secret)
+            if refusal is not None:
+                return refusal
             return await self.route(request)
         except Exception:  # a bug, not the caller's fault: log it, answer as the service would
             log.exception("%s %s failed", request.method, request.raw_path)
@@ -107,6 +114,10 @@ class Server:
             return await self._internal(request, path.split("?", 1)[0])
         scope = wire.parse_scope(request.headers, request.rel_url.query)
         target = request.headers.get("X-Amz-Target", "")
+        if scope.service == "monitoring":  # CloudWatch metrics (Query, JSON 1.0 or RPC v2 CBOR); stateless
+            from jobman.backends.local.metrics_api import MetricsApi
+
+            return await MetricsApi(self.layout).handle(request, scope)
         if target.startswith("SageMaker."):
             return await self.sagemaker.handle(request, scope)
         if target.startswith("Logs_20140328."):
@@ -118,7 +129,7 @@ class Server:
         name = runtime.endpoint_name(path)
         if name is not None and scope.service in (None, "sagemaker"):
             return await self.runtime.handle(request, scope, name)
-        if scope.service == "sts" or (scope.service is None and _looks_like_sts(request)):
+        if scope.service == "sts" or (scope.service is None and guard.is_sts_form(request)):
             return await sts.handle(request, scope)
         if scope.service in (None, "s3"):
             return await self.s3.handle(request, scope)
@@ -156,6 +167,7 @@ class Server:
     async def serve(self, on_ready: Callable[[str], None] | None = None) -> None:
         self.layout.ensure()
         lock = _lock_or_fail(self.layout)
+        self.secret = self.endpoints.secret = shared_secret.ensure(self.layout)  # before any worker starts
         self.schedules.load()
         runner: web.AppRunner | None = None
         try:
@@ -257,9 +269,10 @@ def _internal_error(request: web.Request) -> web.Response:
     return wire.s3_error(error, resource=request.raw_path, head=request.method == "HEAD")
 
 
-def _looks_like_sts(request: web.Request) -> bool:
-    return request.method == "POST" and request.raw_path.split("?", 1)[0] == "/" and request.content_type.startswith(
-        "application/x-www-form-urlencoded")
+async def _no_cors(request: web.Request, response: web.StreamResponse) -> None:
+    """No answer ever lets a web page read it or send more: CORS grants are dropped, whoever set them."""
+    for header in [h for h in response.headers if h.lower().startswith("access-control-")]:
+        del response.headers[header]
 
 
 def _lock_or_fail(where: Layout) -> IO[bytes]:

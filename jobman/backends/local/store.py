@@ -58,6 +58,10 @@ class Layout:
         return self.root / "server.lock"
 
     @property
+    def secret_file(self) -> Path:  # mode 0600: whoever reads it may drive the server (see shared_secret.py)
+        return self.root / "secret"
+
+    @property
     def start_lock(self) -> Path:  # held by whoever is checking for, or starting, a server
         return self.root / "start.lock"
 
@@ -67,19 +71,33 @@ class Layout:
 
     def training_dir(self, region: str, name: str) -> Path:
         """A training job's process state: status.json (the worker's), worker.json, stop.json, log."""
-        return self.root / "training" / region / name.lower()
+        return self.root / "training" / region / _one_segment(name).lower()
 
     def endpoint_dir(self, region: str, name: str) -> Path:
         """An endpoint's process state: spec.json, worker.json, port.json, failed.json, model files."""
-        return self.root / "endpoints" / region / name.lower()
+        return self.root / "endpoints" / region / _one_segment(name).lower()
 
     def regions(self) -> list[str]:
         base = self.root / "sagemaker"
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
     def ensure(self) -> None:
-        for path in (self.root, self.s3, self.s3_meta, self.uploads, self.tmp, self.logs):
+        self.ensure_root()
+        for path in (self.s3, self.s3_meta, self.uploads, self.tmp, self.logs):
             path.mkdir(parents=True, exist_ok=True)
+
+    def ensure_root(self) -> None:
+        """The state folder, private to its owner (0700): it holds the secret and every object."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.root.stat().st_mode & 0o077:
+            os.chmod(self.root, 0o700)
+
+
+def _one_segment(name: str) -> str:
+    """The last line of defence: callers validate names first, but no name may ever leave its folder."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"{name!r} cannot name a file")
+    return name
 
 
 def layout(jobman_home: Path) -> Layout:
@@ -126,7 +144,7 @@ class RecordStore:
         self.directory = directory
 
     def path(self, name: str) -> Path:
-        return self.directory / f"{name.lower()}.json"
+        return self.directory / f"{_one_segment(name).lower()}.json"
 
     def get(self, name: str) -> dict[str, Any] | None:
         value = read_json(self.path(name))

@@ -13,11 +13,12 @@ import time
 from collections import Counter
 from typing import Any
 
-from jobman.backends.local import arns, supervisor
+from jobman.backends.local import arns, describe_defaults, supervisor
 from jobman.backends.local.store import Layout, RecordStore, atomic_write_json, read_json
 from jobman.backends.local.supervisor import ProcessRef
 from jobman.backends.local.training_state import TERMINAL, JobFiles, advance, finish, initial_status
 from jobman.backends.local.wire import now
+from jobman.images import is_builtin_xgboost
 
 log = logging.getLogger("jobman.local.training")
 
@@ -58,7 +59,7 @@ class TrainingManager:
         record = {**request, "TrainingJobArn": arns.arn(region, arns.TRAINING_JOB, name), "CreationTime": created}
         files = self.files(region, name)
         files.folder.mkdir(parents=True, exist_ok=True)
-        for stale in (files.status, files.worker, files.stop):  # a job of the same name made before
+        for stale in (files.status, files.worker, files.stop, files.metrics):  # a job of the same name made before
             stale.unlink(missing_ok=True)
         files.write_status(initial_status(created))
         self.records(region).put(name, record)
@@ -109,14 +110,12 @@ class TrainingManager:
 
     def describe(self, region: str, record: dict[str, Any]) -> dict[str, Any]:
         status = self.observe(region, record["TrainingJobName"])
-        answer = {k: record[k] for k in _FROM_REQUEST if k in record}
-        answer.update(
-            TrainingJobArn=record["TrainingJobArn"],
-            CreationTime=record["CreationTime"],
-            EnableNetworkIsolation=record.get("EnableNetworkIsolation", False),
-            EnableInterContainerTrafficEncryption=record.get("EnableInterContainerTrafficEncryption", False),
-            EnableManagedSpotTraining=record.get("EnableManagedSpotTraining", False),
-        )
+        echoed = {k: record[k] for k in _FROM_REQUEST if k in record}
+        image = (record.get("AlgorithmSpecification") or {}).get("TrainingImage", "")
+        answer = describe_defaults.training_job(echoed, is_builtin_xgboost(image))
+        for flag in ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryption", "EnableManagedSpotTraining"):
+            answer[flag] = bool(record.get(flag, False))
+        answer.update(TrainingJobArn=record["TrainingJobArn"], CreationTime=record["CreationTime"])
         answer.update({k: status[k] for k in _STATUS_FIELDS if k in status})
         return answer
 

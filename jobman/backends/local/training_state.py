@@ -2,12 +2,16 @@
 
 `status.json` belongs to the worker while it runs: the server writes it only before the worker starts
 or after it is gone. `worker.json` (pid) and `stop.json` (a stop request) are the server's. Status
-dicts use DescribeTrainingJob's own field names, so describing a job is a merge.
+dicts use DescribeTrainingJob's own field names, so describing a job is a merge. `metrics.jsonl` holds
+the worker's per-round metric values (what SageMaker scrapes from the log into CloudWatch metrics),
+one round a line, appended with one write so a reader only skips an unfinished last line.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,33 @@ class JobFiles:
     @property
     def log(self) -> Path:
         return self.folder / "worker.log"
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.jsonl"
+
+    def append_round(self, at: float, values: dict[str, float]) -> None:
+        line = json.dumps({"t": at, "values": values}) + "\n"
+        fd = os.open(self.metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def read_rounds(self) -> list[tuple[float, dict[str, float]]]:
+        """(epoch seconds, {metric name: value}) per finished round, oldest first."""
+        try:
+            raw = self.metrics.read_bytes()
+        except FileNotFoundError:
+            return []
+        rounds = []
+        for line in raw.split(b"\n"):
+            try:
+                entry = json.loads(line)
+                rounds.append((float(entry["t"]), {str(k): float(v) for k, v in entry["values"].items()}))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # the unfinished last line, or an empty one
+        return rounds
 
     def read_status(self) -> dict[str, Any] | None:
         value = read_json(self.status)

@@ -197,20 +197,26 @@ def _round_logger(run: TrainingRun) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.last: dict[str, float] = {}
+            self.stamp = round(time.time(), 3)
 
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
             parts = [f"[{epoch}]"]
+            values: dict[str, float] = {}
             for data, metrics in evals_log.items():
-                for metric, values in metrics.items():
-                    score = values[-1][0] if isinstance(values[-1], tuple) else values[-1]
-                    self.last[f"{data}:{metric}"] = float(score)
-                    parts.append(f"{data}-{metric}:{float(score):.5f}")
+                for metric, history in metrics.items():
+                    score = history[-1][0] if isinstance(history[-1], tuple) else history[-1]
+                    text = f"{float(score):.5f}"
+                    # SageMaker reads metrics from the log line, so the recorded value is the logged one.
+                    values[f"{data}:{metric}"] = float(text)
+                    parts.append(f"{data}-{metric}:{text}")
             run.log("\t".join(parts))
+            self.stamp = round(time.time(), 3)
+            self.last = values
+            run.files.append_round(self.stamp, values)
             return False
 
         def final_metrics(self) -> list[dict[str, Any]]:
-            stamp = round(time.time(), 3)
-            return [{"MetricName": k, "Value": v, "Timestamp": stamp} for k, v in self.last.items()]
+            return [{"MetricName": k, "Value": v, "Timestamp": self.stamp} for k, v in self.last.items()]
 
     return RoundLogger()
 
