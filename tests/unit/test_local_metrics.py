@@ -67,3 +67,25 @@ def test_describe_defaults_do_not_touch_the_record() -> None:
 
     assert re.match(regexes["validation:rmse"], "[12]#011train-rmse:0.97#011validation-rmse:3.34")[1] == "3.34"
     assert "MetricDefinitions" not in describe_defaults.training_job(record, builtin=False)["AlgorithmSpecification"]
+
+
+def test_query_values_are_checked_against_the_model() -> None:
+    from jobman.backends.local.metrics_api import _checked, _input_shape, _typed
+
+    shape = _input_shape("GetMetricStatistics")
+    good = {"Namespace": NAMESPACE, "MetricName": "m", "StartTime": "2023-11-14T22:00:00Z",
+            "EndTime": "2023-11-14T23:00:00Z", "Period": "60", "Statistics.member.1": "Average", "Junk": "x"}
+    body = _checked("GetMetricStatistics", _typed(shape, _from_query(good)))
+    assert body["Period"] == 60 and body["Statistics"] == ["Average"] and "Junk" not in body
+    for bad, code in (({"Period": "abc"}, "InvalidParameterValue"), ({"Period": "0"}, "InvalidParameterValue"),
+                      ({"Unit": "Parsecs"}, "InvalidParameterValue"), ({"StartTime": "yesterday"},
+                                                                        "InvalidParameterValue"),
+                      ({"MetricName": "x" * 256}, "InvalidParameterValue"), ({"Period": None}, "MissingParameter")):
+        request = {k: v for k, v in {**good, **bad}.items() if v is not None}
+        with pytest.raises(AwsError) as caught:
+            _checked("GetMetricStatistics", _typed(shape, _from_query(request)))
+        assert caught.value.code == code, bad
+    listed = _typed(_input_shape("ListMetrics"), {"IncludeLinkedAccounts": "true", "RecentlyActive": "PT3H"})
+    assert _checked("ListMetrics", listed) == {"IncludeLinkedAccounts": True, "RecentlyActive": "PT3H"}
+    with pytest.raises(AwsError):
+        _checked("ListMetrics", _typed(_input_shape("ListMetrics"), {"IncludeLinkedAccounts": "maybe"}))

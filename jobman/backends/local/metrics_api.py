@@ -23,8 +23,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
+from botocore.model import ListShape, Shape, StructureShape
 
-from jobman.backends.local import arns, cbor, wire
+from jobman.backends.local import arns, cbor, validation, wire
 from jobman.backends.local.store import Layout, RecordStore
 from jobman.backends.local.training_state import JobFiles
 from jobman.backends.local.wire import AwsError, XmlNode
@@ -82,7 +83,8 @@ class MetricsApi:
             params = {**request.rel_url.query, **{k: v[0] for k, v in form.items()}}
             action = params.get("Action", "")
             operation = self._operation(action)
-            result = operation(wire.check_region(scope.region), _from_query(params))
+            body = _checked(action, _typed(_input_shape(action), _from_query(params)))
+            result = operation(wire.check_region(scope.region), body)
             node = XmlNode().add(f"{action}Result", _to_xml(result))
             node.add("ResponseMetadata", XmlNode().add("RequestId", wire.request_id()))
             return wire.xml_response(wire.to_xml(f"{action}Response", node, xmlns=XMLNS))
@@ -99,7 +101,8 @@ class MetricsApi:
                 raise AwsError("SerializationException", f"The request body could not be read: {exc}") from None
             if not isinstance(body, dict):
                 raise AwsError("SerializationException", "The request body must be an object.")
-            result = self._operation(name)(wire.check_region(scope.region), body)
+            operation = self._operation(name)
+            result = operation(wire.check_region(scope.region), _checked(name, body))
             return _structured_response(200, _timestamps(result, kind), kind, {})
         except AwsError as exc:
             shape = _SHAPES.get(exc.code, exc.code)
@@ -171,6 +174,54 @@ class MetricsApi:
 
 async def _read(request: web.Request) -> bytes:
     return await wire.read_body(request, MAX_BODY, AwsError("RequestEntityTooLarge", "Request is too large.", 413))
+
+
+def _input_shape(operation: str) -> Shape | None:
+    return validation.service_model("cloudwatch").operation_model(operation).input_shape
+
+
+def _checked(operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` checked against botocore's model of the operation, as CloudWatch's front end checks it.
+
+    A missing required member is CloudWatch's MissingParameter; any other failed constraint (type, length,
+    enum, range) its InvalidParameterValue. Only the members the model defines are kept.
+    """
+    shape = _input_shape(operation)
+    if isinstance(shape, StructureShape):
+        for name in shape.required_members:
+            if body.get(name) is None:
+                raise _missing(name)
+    return validation.checked("cloudwatch", operation, body, code="InvalidParameterValue")
+
+
+def _typed(shape: Shape | None, value: Any) -> Any:
+    """A Query request's string values as the types `shape` declares, so the model's checks apply.
+
+    A value that does not parse is left a string: the check then refuses it as not of the member's type.
+    Query timestamps are ISO 8601, which the check reads as they are; epoch seconds are taken as numbers.
+    """
+    if shape is None:
+        return value
+    if isinstance(shape, StructureShape) and isinstance(value, dict):
+        return {k: _typed(shape.members.get(k), v) for k, v in value.items()}
+    if isinstance(shape, ListShape) and isinstance(value, list):
+        return [_typed(shape.member, item) for item in value]
+    if not isinstance(value, str):
+        return value
+    kind = shape.type_name
+    try:
+        if kind in ("integer", "long"):
+            return int(value.strip()) if value.strip().lstrip("+-").isdigit() else value
+        if kind in ("float", "double"):
+            number = float(value)
+            return number if math.isfinite(number) else value
+        if kind == "timestamp" and value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+    except (ValueError, OverflowError):
+        return value
+    if kind == "boolean" and value in ("true", "false"):
+        return value == "true"
+    return value
 
 
 def _present(body: dict[str, Any], name: str) -> Any:

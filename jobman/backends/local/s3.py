@@ -23,7 +23,7 @@ from urllib.parse import quote, quote_plus, unquote
 
 from aiohttp import web
 
-from jobman.backends.local import wire
+from jobman.backends.local import s3_checks, wire
 from jobman.backends.local.objects import ObjectError, ObjectInfo, ObjectStore
 from jobman.backends.local.store import Layout, atomic_write_json, read_json
 from jobman.backends.local.wire import S3_XMLNS, AwsError, XmlNode
@@ -39,6 +39,12 @@ _LIST_PARAMS = frozenset({
     "start-after", "fetch-owner", "x-id",
 })
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# The model's operation each object handler serves (GET and HEAD share `_get_object`).
+_OBJECT_OPERATIONS = {
+    "_upload_part": "UploadPart", "_copy_object": "CopyObject", "_put_object": "PutObject",
+    "_get_object": "GetObject", "_abort_upload": "AbortMultipartUpload", "_delete_object": "DeleteObject",
+    "_create_upload": "CreateMultipartUpload", "_complete_upload": "CompleteMultipartUpload",
+}
 
 
 def _err(exc: ObjectError) -> AwsError:
@@ -70,6 +76,8 @@ class S3Api:
         if not key:
             return await self._bucket_op(request, scope, method, bucket, query)
         handler = self._object_handler(method, query, request)
+        operation = "HeadObject" if method == "HEAD" else _OBJECT_OPERATIONS[handler.__name__]
+        s3_checks.check(operation, {"Bucket": bucket, "Key": key}, query, request.headers)
         return await handler(request, bucket, key)
 
     # --- buckets ---
@@ -77,6 +85,7 @@ class S3Api:
     async def _bucket_op(
         self, request: web.Request, scope: wire.Scope, method: str, bucket: str, query: Any
     ) -> web.StreamResponse:
+        s3_checks.check(_bucket_operation(method, query), {"Bucket": bucket}, query, request.headers)
         if method == "PUT" and not query:
             return await self._create_bucket(request, scope, bucket)
         if method == "HEAD" and not query:
@@ -431,6 +440,17 @@ def _int_param(value: str, name: str) -> int:
     return number
 
 
+def _bucket_operation(method: str, query: Any) -> str:
+    """The model's operation a bucket-level request asks for, as `_bucket_op` routes it."""
+    if method == "GET" and "location" in query:
+        return "GetBucketLocation"
+    if method == "GET":
+        return "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"
+    if method == "POST":
+        return "DeleteObjects"
+    return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(method, "HeadBucket")
+
+
 def _plain(query: Any) -> bool:
     return not query or set(query) <= {"x-id", "versionId"}
 
@@ -540,7 +560,12 @@ class _BodySink:
 
 async def receive_body(request: web.Request, path: Path, limit: int) -> tuple[bytes, int]:
     """Stream the request body into `path`; returns (MD5 digest, size). Disk and hashing run in a thread."""
-    declared = request.headers.get("x-amz-decoded-content-length") or request.content_length
+    declared_text = request.headers.get("x-amz-decoded-content-length")
+    if declared_text is not None and not (declared_text.strip().isascii() and declared_text.strip().isdigit()
+                                          and len(declared_text.strip()) <= 20):
+        raise AwsError("InvalidArgument", "x-amz-decoded-content-length must be a non-negative integer.",
+                       fields={"ArgumentName": "x-amz-decoded-content-length", "ArgumentValue": declared_text[:256]})
+    declared = int(declared_text) if declared_text is not None else request.content_length
     if declared is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
         raise AwsError("MissingContentLength", "You must provide the Content-Length HTTP header.", 411)
     if declared is not None and int(declared) > limit:

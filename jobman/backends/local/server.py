@@ -90,7 +90,7 @@ class Server:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)  # bodies are read by the services, with their own limits
-        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.dispatch)  # [\s\S]: S3 keys may hold a newline
         app.on_response_prepare.append(_no_cors)
         return app
 
