@@ -74,6 +74,10 @@ def main(rounds: int, seed: int, workdir: Path) -> None:
         faulthandler.cancel_dump_traceback_later()
         if number == 1:
             full_run_s = time.monotonic() - started
+        elif outcome == "completed" and delay_s is not None:
+            # The signal came after the run: the measured run was slower than runs are now (a busy machine).
+            # Draw later delays from a shorter span, so most rounds are still interrupted mid-run.
+            full_run_s = max(MIN_DELAY_S * 2, full_run_s * 0.7)
         outcomes.append(outcome)
     print(json.dumps(outcomes), flush=True)
 
