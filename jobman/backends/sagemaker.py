@@ -308,7 +308,7 @@ class AwsBackend:
         await self._call("sagemaker", "stop_training_job", f"stop training job {name}", TrainingJobName=name)
 
     async def list_tags(self, arn: str) -> dict[str, str]:
-        if arn.startswith("arn:aws:scheduler:") or ":scheduler:" in arn.split("/", 1)[0]:
+        if arn.split(":", 3)[2:3] == [KIND_API[Kind.SCHEDULE].service]:  # arn:<partition>:scheduler:…
             # Schedules have no tags of their own; jobman keeps its tags in their Description.
             name = arn.rsplit("/", 1)[-1]
             schedule = await self.describe(Kind.SCHEDULE, name)
