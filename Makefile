@@ -36,6 +36,7 @@ lint: $(INSTALLED_TEST)
 bench: $(INSTALLED_TEST)
 	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/invoke.py
+	$(BIN)/python bench/transform.py
 	$(BIN)/python bench/cli.py
 
 clean:

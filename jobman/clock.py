@@ -45,7 +45,9 @@ def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_utc_iso(text: str) -> datetime | None:
+def parse_utc_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -18,6 +18,7 @@ from jobman.backends.names import BackendName
 from jobman.durations import parse_duration_s
 from jobman.errors import ConfigError
 from jobman.images import versions as xgboost_versions
+from jobman.sweep_config import SweepConfig, parse_sweep
 
 SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_EXPERIMENT_NAME = 40  # leaves room for "-r<run>-<kind>" within SageMaker's 63 characters
@@ -29,9 +30,12 @@ BUILTIN_SOURCES = ("boston",)
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 TTL_ENFORCEMENTS = ("schedule", "gc")
+EVALUATION_MODES = ("endpoint", "transform")
+MIB = 1_048_576  # SageMaker's "MB" in payload limits
+TRANSFORM_PAYLOAD_LIMIT_MB = 100  # MaxPayloadInMB, and MaxConcurrentTransforms x MaxPayloadInMB, are at most this
 SCHEDULER_ROLE_NEEDS = (
-    "a role that trusts scheduler.amazonaws.com and may sagemaker:DeleteEndpoint, sagemaker:DeleteEndpointConfig "
-    "and sagemaker:DeleteModel (README: 'TTL enforcement')"
+    "a role that trusts scheduler.amazonaws.com and may sagemaker:DeleteEndpoint, sagemaker:DeleteEndpointConfig, "
+    "sagemaker:DeleteModel and sagemaker:StopTransformJob (README: 'TTL enforcement')"
 )
 
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state range
@@ -52,18 +56,22 @@ MAX_RUNTIME_RANGE = DurationRange(  # MaxRuntimeInSeconds is a whole number of s
 )
 TTL_RANGE = DurationRange(0, 365 * 86400, "of at most 365d")
 WAIT_TIMEOUT_RANGE = DurationRange(0, 7 * 86400, "of at most 7d")
+TRANSFORM_TIMEOUT_RANGE = DurationRange(1, 7 * 86400, "from 1s to 7d")
 
 # Every key each table may hold ("" is the top level; hyperparameters are the algorithm's own table).
 # All keys are checked before any value, so that a typo is reported as itself, not as the key it hides.
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("name", "backend", "data", "training", "endpoint", "evaluation", "aws"),
+    "": ("name", "backend", "data", "training", "endpoint", "evaluation", "aws", "sweep"),
     "data": ("source", "target", "test_size", "validation_size", "seed"),
     "training": ("algorithm", "algorithm_version", "instance_type", "instance_count", "volume_size_gb", "max_runtime",
                  "hyperparameters"),
     "endpoint": ("instance_type", "initial_instance_count", "keep", "ttl", "ttl_enforcement", "max_cost_usd",
                  "wait_timeout"),
-    "evaluation": ("max_payload_bytes", "max_rows_per_chunk", "concurrency", "output_dir"),
+    "evaluation": ("mode", "max_payload_bytes", "max_rows_per_chunk", "concurrency", "output_dir",
+                   "transform_instance_type", "transform_instance_count", "max_concurrent_transforms",
+                   "transform_timeout"),
     "aws": ("region", "role_arn", "bucket", "prefix", "profile", "scheduler_role_arn"),
+    "sweep": ("strategy", "max_trials", "max_parallel", "objective", "direction", "seed", "parameters"),
 }
 BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -107,6 +115,16 @@ class EvaluationConfig:
     max_rows_per_chunk: int | None = None
     concurrency: int = 8
     output_dir: str = "jobman-output"
+    mode: str = "endpoint"  # "endpoint": deploy and invoke; "transform": a Batch Transform job, no endpoint
+    transform_instance_type: str = "ml.m4.xlarge"
+    transform_instance_count: int = 1
+    max_concurrent_transforms: int = 4  # requests in flight to each transform instance
+    transform_timeout_s: float = 3600.0  # past it, the transform job is stopped
+
+    @property
+    def max_payload_mb(self) -> int:
+        """MaxPayloadInMB: max_payload_bytes in whole MiB, at least 1, so a transform batch is no larger."""
+        return max(1, self.max_payload_bytes // MIB)
 
 
 @dataclass(frozen=True)
@@ -129,6 +147,7 @@ class Experiment:
     evaluation: EvaluationConfig
     aws: AwsConfig
     path: Path = field(compare=False)
+    sweep: SweepConfig | None = None  # a hyperparameter search instead of one training job
 
     @property
     def digest(self) -> str:
@@ -251,11 +270,21 @@ def _duration(t: _Table, name: str, default: float, allowed: DurationRange) -> f
     return seconds
 
 
+INSTANCE_TYPE = re.compile(r"(ml|local)\.[a-z0-9-]+\.[a-z0-9]+")
+INSTANCE_TYPE_WORDS = "a SageMaker instance type like 'ml.m5.xlarge'"
+
+
 def _instance_type(t: _Table, name: str, default: str) -> str:
     value = t.get(name, str, default)
-    if not re.fullmatch(r"(ml|local)\.[a-z0-9-]+\.[a-z0-9]+", value):
-        raise t.fail(name, "a SageMaker instance type like 'ml.m5.xlarge'")
+    if not INSTANCE_TYPE.fullmatch(value):
+        raise t.fail(name, INSTANCE_TYPE_WORDS)
     return value
+
+
+def check_instance_type(value: str, where: str) -> None:
+    """The same check for an instance type given on the command line."""
+    if not INSTANCE_TYPE.fullmatch(value):
+        raise ConfigError(f"{where}: expected {INSTANCE_TYPE_WORDS}, got {echo(value)}")
 
 
 def _hyperparameters(t: _Table) -> dict[str, str]:
@@ -344,7 +373,21 @@ def _evaluation(t: _Table) -> EvaluationConfig:
         max_rows_per_chunk=t.get("max_rows_per_chunk", int, None),
         concurrency=t.get("concurrency", int, 8),
         output_dir=t.get("output_dir", str, "jobman-output"),
+        mode=t.get("mode", str, "endpoint"),
+        transform_instance_type=_instance_type(t, "transform_instance_type", "ml.m4.xlarge"),
+        transform_instance_count=t.get("transform_instance_count", int, 1),
+        max_concurrent_transforms=t.get("max_concurrent_transforms", int, 4),
+        transform_timeout_s=_duration(t, "transform_timeout", 3600.0, TRANSFORM_TIMEOUT_RANGE),
     )
+    if cfg.mode not in EVALUATION_MODES:
+        raise t.fail("mode", "'endpoint' (deploy an endpoint and invoke it) or 'transform' (a Batch Transform job)")
+    _positive(t, "transform_instance_count", cfg.transform_instance_count)
+    most = TRANSFORM_PAYLOAD_LIMIT_MB // cfg.max_payload_mb
+    if not 0 < cfg.max_concurrent_transforms <= most:
+        raise t.fail("max_concurrent_transforms",
+                     f"an integer from 1 to {most} (SageMaker's limit: max_concurrent_transforms x "
+                     f"{cfg.max_payload_mb} MB payload, from max_payload_bytes, is at most "
+                     f"{TRANSFORM_PAYLOAD_LIMIT_MB} MB)")
     if not 0 < cfg.max_payload_bytes <= INVOKE_BODY_LIMIT:
         raise t.fail("max_payload_bytes", f"a positive integer of at most {INVOKE_BODY_LIMIT} (SageMaker's limit)")
     if cfg.max_rows_per_chunk is not None:
@@ -401,6 +444,9 @@ def parse_experiment(text: str, path: Path) -> Experiment:
         aws=_aws(top.table("aws")),
         path=path,
     )
+    if "sweep" in raw:
+        sweep = parse_sweep(str(path), raw["sweep"], experiment.training.hyperparameters, MAX_SEED)
+        experiment = Experiment(**{**experiment.__dict__, "sweep": sweep})
     if backend == "sagemaker" and not experiment.aws.role_arn:
         raise ConfigError(f"{path}: aws.role_arn: missing; backend = 'sagemaker' needs an IAM role for SageMaker")
     if (backend == "sagemaker" and experiment.endpoint.ttl_enforcement == "schedule"
@@ -411,6 +457,9 @@ def parse_experiment(text: str, path: Path) -> Experiment:
         )
     if "training" not in raw:
         raise ConfigError(f"{path}: [training]: missing; expected a table with [training.hyperparameters]")
+    if experiment.endpoint.keep and experiment.evaluation.mode == "transform":
+        raise ConfigError(f"{path}: endpoint.keep: evaluation.mode = 'transform' creates no endpoint to keep; "
+                          "expected keep = false, or mode = 'endpoint'")
     return experiment
 
 

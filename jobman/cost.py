@@ -1,4 +1,4 @@
-"""Time billed and estimated cost per training job and endpoint, from a price table shipped with jobman.
+"""Time billed and estimated cost per job (training, transform) and endpoint, from a price table shipped with jobman.
 
 The local backend costs nothing. An instance type missing from the table has an unknown cost (None),
 never zero, and makes any total that includes it unknown too.
@@ -18,6 +18,10 @@ from jobman.kinds import Kind
 from jobman.ledger.store import Resource
 
 FREE_BACKENDS = frozenset({"local"})
+BILLED_KINDS = frozenset({Kind.TRAINING_JOB, Kind.TRANSFORM_JOB, Kind.ENDPOINT})
+# Where a job's own start and end times are recorded (from its Describe): they bound what it bills.
+JOB_TIMES = {Kind.TRAINING_JOB: ("training_start", "training_end"),
+             Kind.TRANSFORM_JOB: ("transform_start", "transform_end")}
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ def price_table() -> dict[str, Any]:
 
 
 def hourly_usd(kind: Kind, instance_type: str | None) -> float | None:
-    family = "training" if kind is Kind.TRAINING_JOB else "inference"
+    family = "training" if kind is Kind.TRAINING_JOB else "inference"  # Batch Transform is priced as inference
     if instance_type is None:
         return None
     price = price_table()["usd_per_hour"][family].get(instance_type)
@@ -43,20 +47,19 @@ def billed_seconds(r: Resource, now: datetime) -> float:
     details = r.details or {}
     if r.kind is Kind.TRAINING_JOB and details.get("billable_s") is not None:
         return float(details["billable_s"])  # SageMaker's own figure, once the job has ended
-    start = r.billed_from
-    if r.kind is Kind.TRAINING_JOB and details.get("training_start"):
-        start = parse_utc_iso(details["training_start"]) or start
+    start, end = r.billed_from, r.billed_until or now
+    if r.kind in JOB_TIMES:
+        start_key, end_key = JOB_TIMES[r.kind]
+        start = parse_utc_iso(details.get(start_key)) or start
+        end = parse_utc_iso(details.get(end_key)) or end
     if start is None:
         return 0.0
-    end = r.billed_until or now
-    if r.kind is Kind.TRAINING_JOB and details.get("training_end"):
-        end = parse_utc_iso(details["training_end"]) or end
     return max(0.0, (end - start).total_seconds())
 
 
 def resource_cost(r: Resource, backend: str, now: datetime) -> Cost | None:
-    """None for kinds that are not billed by the hour (models, endpoint configs)."""
-    if r.kind not in (Kind.TRAINING_JOB, Kind.ENDPOINT):
+    """None for kinds that are not billed by the hour (models, endpoint configs, schedules)."""
+    if r.kind not in BILLED_KINDS:
         return None
     seconds = billed_seconds(r, now)
     if backend in FREE_BACKENDS:

@@ -1,7 +1,8 @@
 """Garbage collection: endpoints past their TTL, and orphans the ledger does not know.
 
 1. Expired: a ledger endpoint whose `expires_at` has passed and that still exists is torn down with
-   its endpoint config and model (desired := absent, then the reconciler converges).
+   its endpoint config and model (desired := absent, then the reconciler converges); a transform job
+   still running past its deadline is stopped.
 2. Orphans: resources on a backend tagged `jobman:managed=true` that no ledger row names (a lost or
    different ledger file) and whose `jobman:expires-at` has passed. They are first adopted into the
    ledger (experiment from their tag, a run marked "orphaned", desired absent) so that the reconciler
@@ -24,7 +25,7 @@ from jobman.clock import Clock, parse_utc_iso
 from jobman.errors import BackendError
 from jobman.filelock import file_lock
 from jobman.fleet import FleetReport, OpenBackend, Target, group_by_target, live, opened, runs_by_id
-from jobman.kinds import CHAIN, KIND_API, TEARDOWN_ORDER, Kind
+from jobman.kinds import CHAIN, JOB_KINDS, KIND_API, TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Observation, Resource
 from jobman.paths import jobman_home
 from jobman.reconciler import Reconciler, teardown_chain
@@ -64,7 +65,14 @@ async def expired_in_ledger(ledger: Ledger, now: datetime) -> list[Resource]:
         r.run_id for r in resources
         if r.kind in CHAIN and r.expires_at is not None and r.expires_at <= now and r.status != Status.ABSENT
     }
-    return [r for r in teardown_chain(resources) if r.run_id in expired_runs and r.kind in TEARDOWN_ORDER]
+    chains = [r for r in teardown_chain(resources) if r.run_id in expired_runs and r.kind in TEARDOWN_ORDER]
+    return chains + [r for r in teardown_chain(resources) if r.kind in JOB_KINDS and _overdue(r, now)]
+
+
+def _overdue(job: Resource, now: datetime) -> bool:
+    """A transform job running past its deadline: nobody is waiting for it, gc stops it. (A training job's
+    deadline is its MaxRuntime plus slack; SageMaker stops it itself.)"""
+    return job.kind is Kind.TRANSFORM_JOB and job.deadline_at is not None and job.deadline_at <= now
 
 
 async def find_orphans(
@@ -137,7 +145,8 @@ async def collect(
         experiment_names = {e.id: e.name for e in await ledger.experiments()}
         for r in expired:
             run = runs[r.run_id]
-            report.candidates.append(Candidate(r.kind, r.name, (run.backend, run.region), r.expires_at, False,
+            ends_at = r.expires_at or r.deadline_at  # a job's deadline is its TTL
+            report.candidates.append(Candidate(r.kind, r.name, (run.backend, run.region), ends_at, False,
                                                experiment_names[run.experiment_id], r.arn, r.status))
         known = {(r.kind, r.name) for r in await ledger.resources()}
         targets = targets | set((await group_by_target(ledger, expired)).keys())

@@ -17,6 +17,7 @@ class Kind(StrEnum):
     ENDPOINT_CONFIG = "endpoint_config"
     ENDPOINT = "endpoint"
     SCHEDULE = "schedule"  # an EventBridge Scheduler one-time schedule that deletes one part of a chain
+    TRANSFORM_JOB = "transform_job"  # Batch Transform: a model run over a CSV in S3, billed until it ends
 
 
 # Every schedule jobman creates lives in this group, so one ListSchedules call finds them all.
@@ -28,7 +29,7 @@ class KindApi:
     create: str
     describe: str
     list: str
-    delete: str | None  # training jobs cannot be deleted, only stopped
+    delete: str | None  # jobs cannot be deleted, only stopped
     list_key: str  # the list response's array of summaries
     name_key: str  # the request/summary field holding the name
     arn_key: str
@@ -40,12 +41,14 @@ class KindApi:
     name_filter: str = "NameContains"  # how its List call filters by name
     sortable: bool = True  # its List call takes SortBy/SortOrder and creation-time bounds
     created_key: str = "CreationTime"
+    stop: str | None = None  # how a job that runs is stopped (jobs are never deleted)
 
 
 KIND_API: dict[Kind, KindApi] = {
     Kind.TRAINING_JOB: KindApi(
         "create_training_job", "describe_training_job", "list_training_jobs", None,
         "TrainingJobSummaries", "TrainingJobName", "TrainingJobArn", "TrainingJobStatus", "train",
+        stop="stop_training_job",
     ),
     Kind.MODEL: KindApi(
         "create_model", "describe_model", "list_models", "delete_model",
@@ -65,7 +68,15 @@ KIND_API: dict[Kind, KindApi] = {
         "Schedules", "Name", "Arn", "State", "ttl", service="scheduler", create_arn_key="ScheduleArn",
         scope={"GroupName": SCHEDULE_GROUP}, name_filter="NamePrefix", sortable=False, created_key="CreationDate",
     ),
+    Kind.TRANSFORM_JOB: KindApi(
+        "create_transform_job", "describe_transform_job", "list_transform_jobs", None,
+        "TransformJobSummaries", "TransformJobName", "TransformJobArn", "TransformJobStatus", "transform",
+        stop="stop_transform_job",
+    ),
 }
+
+# Kinds that run to an end of their own: stopped, never deleted; billed while they run.
+JOB_KINDS: frozenset[Kind] = frozenset({Kind.TRAINING_JOB, Kind.TRANSFORM_JOB})
 
 # Teardown order: endpoint, config, model (never the job's artifacts); the schedules that would have
 # deleted them go last, so a teardown cut short still leaves the server-side TTL in place.

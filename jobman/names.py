@@ -13,6 +13,16 @@ def resource_name(experiment: str, run_number: int, kind: Kind) -> str:
     return f"{experiment}-r{run_number}-{KIND_API[kind].suffix}"
 
 
+def trial_name(experiment: str, run_number: int, number: int) -> str:
+    """A sweep's `number`th trial: `boston-r3-t7`. One List call with the prefix `boston-r3-t` sees them all."""
+    return f"{experiment}-r{run_number}-t{number}"
+
+
+def batch_name(experiment: str, run_number: int, number: int, kind: Kind) -> str:
+    """The `number`th `jobman transform` of a run: `boston-r3-b2-transform`, `boston-r3-b2-model`."""
+    return f"{experiment}-r{run_number}-b{number}-{KIND_API[kind].suffix}"
+
+
 def schedule_name(target_name: str) -> str:
     """The schedule that deletes `target_name`: `boston-r3-endpoint` -> `boston-r3-ttl-endpoint`.
 

@@ -22,12 +22,12 @@ from jobman.backends.base import Backend
 from jobman.clock import Clock
 from jobman.durations import format_duration
 from jobman.errors import BackendError, ResourceInUse, ResourceNotFound, WaitTimeout
-from jobman.kinds import CHAIN, KIND_API, TEARDOWN_ORDER, Kind
+from jobman.kinds import CHAIN, JOB_KINDS, KIND_API, TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Observation, Resource
 from jobman.states import (
     BILLED_STATUSES,
     CREATED_STATUS,
-    TRAINING_FINISHED,
+    JOB_FINISHED,
     Desired,
     Meaning,
     Status,
@@ -76,8 +76,8 @@ OnPass = Callable[[PassResult], Awaitable[None]]
 def _needs_observation(r: Resource) -> bool:
     if r.status == Status.ABSENT and r.desired is Desired.ABSENT:
         return False
-    # A finished training job never changes again once its details are recorded.
-    finished = r.kind is Kind.TRAINING_JOB and r.status in TRAINING_FINISHED
+    # A finished job never changes again once its details are recorded.
+    finished = r.kind in JOB_KINDS and r.status in JOB_FINISHED
     return not (finished and r.details and "described" in r.details)
 
 
@@ -250,7 +250,7 @@ class Reconciler:
     def _wants_detail(r: Resource, status: str) -> bool:
         if status != r.status:
             return True
-        if r.kind is Kind.TRAINING_JOB and status in TRAINING_FINISHED:
+        if r.kind in JOB_KINDS and status in JOB_FINISHED:
             return not (r.details and "described" in r.details)
         return meaning(r.kind, status) is Meaning.FAILED and not r.failure_reason
 
@@ -269,11 +269,18 @@ class Reconciler:
                 "training_start": _iso(d.get("TrainingStartTime")),
                 "training_end": _iso(d.get("TrainingEndTime")),
                 "billable_s": d.get("BillableTimeInSeconds"),
+                "final_metrics": _final_metrics(d.get("FinalMetricDataList")),
             }
-            if status in TRAINING_FINISHED:
-                details["described"] = True
+        elif r.kind is Kind.TRANSFORM_JOB:
+            details = {
+                "transform_start": _iso(d.get("TransformStartTime")),
+                "transform_end": _iso(d.get("TransformEndTime")),
+                "output_path": (d.get("TransformOutput") or {}).get("S3OutputPath"),
+            }
         elif r.kind is Kind.ENDPOINT:
             details = {"creation_time": _iso(d.get("CreationTime"))}
+        if r.kind in JOB_KINDS and status in JOB_FINISHED:
+            details["described"] = True
         return Observation(
             status=status,
             arn=d.get(api.arn_key),
@@ -308,11 +315,11 @@ class Reconciler:
     async def _deadline_passed(self, r: Resource, result: PassResult) -> None:
         now = self.clock.now()
         result.deadlines.add(r.id)
-        if r.kind is Kind.TRAINING_JOB and r.status not in (Status.PENDING, Status.STOPPING):
-            await self.ledger.note(r.id, "deadline passed: stopping the training job", at=now)
+        if r.kind in JOB_KINDS and r.status not in (Status.PENDING, Status.STOPPING):
+            await self.ledger.note(r.id, f"deadline passed: stopping the {_noun(r.kind)}", at=now)
             try:
-                await self.backend.stop_training_job(r.name)
-                result.actions.append(f"stopped training job {r.name} (deadline passed)")
+                await self.backend.stop(r.kind, r.name)
+                result.actions.append(f"stopped {_noun(r.kind)} {r.name} (deadline passed)")
             except ResourceNotFound:
                 pass
             except BackendError as exc:
@@ -358,22 +365,22 @@ class Reconciler:
 
     async def _act_absent_in_order(self, resources: list[Resource], result: PassResult) -> None:
         """Teardown in SageMaker's order: a run's endpoint config goes only once its endpoint is gone,
-        its model only once the config is gone. Training jobs are stopped independently."""
+        its model only once the config is gone. Jobs are stopped independently."""
         blocked_runs: set[int] = set()
         for kind in TEARDOWN_ORDER:
             group = [r for r in resources if r.kind is kind and r.run_id not in blocked_runs]
             await self._gather([r for r in group if r.desired is Desired.ABSENT], self._act_absent, result)
             blocked_runs |= {r.run_id for r in group if result.get(r).status != Status.ABSENT}
-        jobs = [r for r in resources if r.kind is Kind.TRAINING_JOB and r.desired is Desired.ABSENT]
+        jobs = [r for r in resources if r.kind in JOB_KINDS and r.desired is Desired.ABSENT]
         await self._gather(jobs, self._act_absent, result)
 
     async def _act_absent(self, r: Resource, result: PassResult) -> None:
         now = self.clock.now()
-        if r.kind is Kind.TRAINING_JOB:
+        if r.kind in JOB_KINDS:
             if meaning(r.kind, r.status) is Meaning.PENDING and r.status not in (Status.PENDING, Status.STOPPING):
                 await self.ledger.update_resource(r.id, at=now, stop_requested=True)
-                await self.backend.stop_training_job(r.name)
-                result.actions.append(f"stopped training job {r.name}")
+                await self.backend.stop(r.kind, r.name)
+                result.actions.append(f"stopped {_noun(r.kind)} {r.name}")
                 await self._record(r, Observation(status=Status.STOPPING), result)
             elif r.status == Status.PENDING:  # never created: nothing to stop
                 await self._record(r, Observation(status=Status.ABSENT, message="never created"), result)
@@ -449,15 +456,26 @@ def _expired_and_gone(r: Resource, now: datetime) -> bool:
 
 
 def teardown_chain(resources: Iterable[Resource]) -> list[Resource]:
-    """What tearing down means: the endpoint chain, and any training job still running."""
+    """What tearing down means: the endpoint chain, and any job still running."""
     return [
         r for r in resources
-        if r.kind in TEARDOWN_ORDER or (r.kind is Kind.TRAINING_JOB and meaning(r.kind, r.status) is Meaning.PENDING)
+        if r.kind in TEARDOWN_ORDER or (r.kind in JOB_KINDS and meaning(r.kind, r.status) is Meaning.PENDING)
     ]
 
 
 def settled(r: Resource) -> bool:
     return is_settled(r.kind, r.status, r.desired, stop_requested=r.stop_requested)
+
+
+def _noun(kind: Kind) -> str:
+    return kind.value.replace("_", " ")
+
+
+def _final_metrics(metrics: Any) -> dict[str, float] | None:
+    """DescribeTrainingJob's FinalMetricDataList as {name: value}: what a sweep's objective is read from."""
+    if not metrics:
+        return None
+    return {str(m["MetricName"]): float(m["Value"]) for m in metrics if "MetricName" in m and "Value" in m}
 
 
 def _iso(value: Any) -> str | None:

@@ -46,3 +46,28 @@ def scatter_plot(path: Path, actual: list[float], predicted: list[float], *, tit
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def objective_plot(path: Path, scored: list[tuple[int, float]], best: int | None, objective: str, *,
+                   minimize: bool) -> None:
+    """The objective of each trial against its number, the best one marked, the best so far as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if scored:
+        numbers, values = zip(*scored, strict=True)
+        ax.scatter(numbers, values, s=18, label="trial")
+        so_far = (np.minimum if minimize else np.maximum).accumulate(values)
+        ax.step(numbers, so_far, where="post", color="tab:green", linewidth=1, label="best so far")
+        if best is not None:
+            ax.scatter([best], [values[numbers.index(best)]], s=80, marker="*", color="tab:red", label=f"best: {best}")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(objective)
+    ax.set_title(f"sweep: {objective} by trial")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -8,14 +8,14 @@ resumes the unfinished run and never makes a second copy of anything it already 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from jobman.backends.base import Backend
 from jobman.backends.factory import LOCAL_ROLE_ARN
+from jobman.batch import TransformPlace, TransformSettings, read_predictions, transform_request
 from jobman.clock import Clock, parse_utc_iso, utc_iso
 from jobman.config import Experiment, check_output_dir
 from jobman.cost import worst_case_usd
@@ -27,42 +27,18 @@ from jobman.invoker import InvokeOptions, invoke_stream, split_prediction_body
 from jobman.kinds import CHAIN, Kind
 from jobman.ledger.store import Ledger, Resource, Run
 from jobman.names import resource_name
-from jobman.reconciler import Converged, PassResult, Reconciler, settled, teardown_chain
+from jobman.reconciler import teardown_chain
 from jobman.report import regression_metrics, scatter_plot, write_predictions
 from jobman.states import Desired, Meaning, RunStatus, Status, meaning
 from jobman.tags import TAG_CONFIG, TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED, TAG_RUN
 from jobman.timing import Timing
+from jobman.trials import trials_of, write_trial_outputs
 from jobman.ttl import fire_time, schedule_request
+from jobman.workflow import Reporter, Workflow
 
 TRAINING_DEADLINE_SLACK = timedelta(minutes=15)  # SageMaker enforces MaxRuntime itself; this is the backstop
 GC_ADVICE = ("endpoint.ttl_enforcement = 'gc': the TTL holds only while `jobman gc` runs; run it periodically, "
              "e.g. `jobman gc --every 10m`, or from cron: `*/10 * * * * jobman gc`")
-
-
-class Reporter(Protocol):
-    """How a run tells the console what happens; the CLI implements it with rich."""
-
-    def step(self, message: str) -> None: ...
-
-    def log_line(self, line: str) -> None: ...
-
-    def status(self, resource: Resource) -> None: ...
-
-    def invoke_progress(self, total_rows: int) -> Callable[[int], None]: ...
-
-
-class SilentReporter:
-    def step(self, message: str) -> None:
-        pass
-
-    def log_line(self, line: str) -> None:
-        pass
-
-    def status(self, resource: Resource) -> None:
-        pass
-
-    def invoke_progress(self, total_rows: int) -> Callable[[int], None]:
-        return lambda rows: None
 
 
 @dataclass
@@ -83,46 +59,60 @@ def check_inputs(experiment: Experiment) -> None:
     check_cost_ceiling(experiment)
 
 
-def endpoint_worst_case(x: Experiment) -> float | None:
-    """What the endpoint can cost at most: hourly price x instance count x TTL (None: price unknown)."""
-    e = x.endpoint
-    return worst_case_usd(x.backend, e.instance_type, e.initial_instance_count, e.ttl_s)
+@dataclass(frozen=True)
+class Evaluator:
+    """What evaluation bills by the hour, and what bounds its time: an endpoint and its TTL, or a transform
+    job and its timeout."""
+
+    what: str
+    instance_type: str
+    instance_count: int
+    bound_s: float
+    bound_key: str  # the experiment file's key that sets the bound
+
+    @classmethod
+    def of(cls, x: Experiment) -> Evaluator:
+        e, ev = x.endpoint, x.evaluation
+        if ev.mode == "transform":
+            return cls("transform job", ev.transform_instance_type, ev.transform_instance_count,
+                       ev.transform_timeout_s, "evaluation.transform_timeout")
+        return cls("endpoint", e.instance_type, e.initial_instance_count, e.ttl_s, "endpoint.ttl")
+
+    def worst_case(self, backend: str) -> float | None:
+        """The most it can cost: hourly price x instance count x its bound (None: price unknown)."""
+        return worst_case_usd(backend, self.instance_type, self.instance_count, self.bound_s)
+
+    @property
+    def use(self) -> str:
+        return f"{self.instance_type} x {self.instance_count} for {self.bound_key} = {format_duration(self.bound_s)}"
 
 
 def check_cost_ceiling(x: Experiment) -> None:
     ceiling = x.endpoint.max_cost_usd
     if ceiling is None:
         return
-    worst = endpoint_worst_case(x)
-    e = x.endpoint
+    ev = Evaluator.of(x)
+    worst = ev.worst_case(x.backend)
     if worst is None:
         raise ConfigError(
-            f"{x.path}: endpoint.max_cost_usd: the price of {e.instance_type} is not in jobman's price table, "
+            f"{x.path}: endpoint.max_cost_usd: the price of {ev.instance_type} is not in jobman's price table, "
             "so its worst case cannot be held to the ceiling; choose a listed instance type or remove the ceiling"
         )
     if worst > ceiling:
         raise ConfigError(
-            f"{x.path}: endpoint.max_cost_usd: the endpoint may cost up to ${worst:,.2f} ({e.instance_type} x "
-            f"{e.initial_instance_count} for endpoint.ttl = {format_duration(e.ttl_s)}), over the ceiling of "
-            f"${ceiling:,.2f}; shorten the TTL, use fewer or smaller instances, or raise the ceiling"
+            f"{x.path}: endpoint.max_cost_usd: the {ev.what} may cost up to ${worst:,.2f} ({ev.use}), over the "
+            f"ceiling of ${ceiling:,.2f}; shorten {ev.bound_key}, use fewer or smaller instances, or raise the ceiling"
         )
 
 
-def _stuck_out_of_service(r: Resource) -> bool:
-    """An endpoint on its way to InService goes Creating -> InService or Failed; OutOfService there means its
-    instances were taken away (on the local backend: `jobman local stop --endpoints`) and will not return."""
-    return r.kind is Kind.ENDPOINT and r.desired is Desired.PRESENT and r.status == Status.OUT_OF_SERVICE
-
-
-class ExperimentRun:
+class ExperimentRun(Workflow):
     def __init__(
         self, experiment: Experiment, ledger: Ledger, backend: Backend, *, clock: Clock,
         reporter: Reporter | None = None, timing: Timing | None = None,
     ) -> None:
-        self.x, self.ledger, self.backend, self.clock = experiment, ledger, backend, clock
-        self.reporter = reporter or SilentReporter()
-        self.timing = timing or Timing.for_backend(experiment.backend)
-        self.reconciler = Reconciler(ledger, backend, clock)
+        super().__init__(ledger, backend, clock=clock, reporter=reporter,
+                         timing=timing or Timing.for_backend(experiment.backend))
+        self.x = experiment
 
     # the workflow
 
@@ -143,9 +133,22 @@ class ExperimentRun:
         if run.output_dir is None:
             run = await self.ledger.update_run(run.id, output_dir=str(out_dir))
         data = prepare(self.x, load_table(self.x), out_dir / "data")
-        channels = await self._upload(run, data)
+        bucket, prefix = await self._place(run)
+        channels = await self._upload(bucket, prefix, data)
         job = await self._train(run, channels)
+        if self.x.sweep is not None:
+            write_trial_outputs(out_dir, trials_of(await self.ledger.resources(run_ids=[run.id])),
+                                self.x.sweep.objective)
         metrics = run.metrics
+        if self.x.evaluation.mode == "transform":
+            if metrics is None:
+                place = TransformPlace(bucket, f"{prefix}/transform")
+                metrics = await self._evaluate_by_transform(run, job, data, place, out_dir)
+                run = await self.ledger.update_run(run.id, metrics=metrics)
+            outcome.metrics = metrics
+            await self.teardown(run)
+            outcome.run = await self.ledger.update_run(run.id, status=RunStatus.SUCCEEDED, finished_at=self.clock.now())
+            return outcome
         keep = self.x.endpoint.keep
         # A resumed run that already evaluated neither invokes again nor brings back a deleted or expired endpoint.
         redeploy = metrics is None or (keep and await self._expiry(run) > self.clock.now())
@@ -232,10 +235,13 @@ class ExperimentRun:
 
     # steps
 
-    async def _upload(self, run: Run, data: PreparedData) -> dict[str, str]:
+    async def _place(self, run: Run) -> tuple[str, str]:
+        """The run's bucket (made if missing) and key prefix."""
         bucket = self.x.aws.bucket or f"sagemaker-{self.backend.region}-{await self.backend.account_id()}"
-        prefix = f"{self.x.aws.prefix or self.x.name}/r{run.number}"
         await self.backend.ensure_bucket(bucket)
+        return bucket, f"{self.x.aws.prefix or self.x.name}/r{run.number}"
+
+    async def _upload(self, bucket: str, prefix: str, data: PreparedData) -> dict[str, str]:
         channels = {}
         for channel, path in (("train", data.train_csv), ("validation", data.validation_csv)):
             key = f"{prefix}/{channel}/{path.name}"
@@ -266,10 +272,12 @@ class ExperimentRun:
     def _image(self) -> str:
         return xgboost_image_uri(self.backend.region, self.x.training.algorithm_version)
 
-    async def _train(self, run: Run, channels: dict[str, str]) -> Resource:
+    def training_spec(
+        self, run: Run, name: str, channels: dict[str, str], hyperparameters: dict[str, str], **tags: str,
+    ) -> dict[str, Any]:
+        """CreateTrainingJob's request for this experiment, with these hyperparameters and extra tags."""
         t = self.x.training
-        name = resource_name(self.x.name, run.number, Kind.TRAINING_JOB)
-        spec = {
+        return {
             "TrainingJobName": name,
             "AlgorithmSpecification": {"TrainingImage": self._image, "TrainingInputMode": "File"},
             "RoleArn": self._role,
@@ -291,26 +299,38 @@ class ExperimentRun:
                 "InstanceCount": t.instance_count, "InstanceType": t.instance_type, "VolumeSizeInGB": t.volume_size_gb,
             },
             "StoppingCondition": {"MaxRuntimeInSeconds": int(t.max_runtime_s)},
-            "HyperParameters": dict(t.hyperparameters),
-            "Tags": self._tags(run),
+            "HyperParameters": dict(hyperparameters),
+            "Tags": self._tags(run, **tags),
         }
-        now = self.clock.now()
-        job = await self._intent(
-            run, Kind.TRAINING_JOB, name, spec, instance_type=t.instance_type, instance_count=t.instance_count,
-            deadline_at=now + timedelta(seconds=t.max_runtime_s) + TRAINING_DEADLINE_SLACK,
-        )
+
+    async def training_intent(self, run: Run, spec: dict[str, Any], **extra: Any) -> Resource:
+        """The training job's ledger row, with its deadline: MaxRuntime plus slack from now."""
+        t = self.x.training
+        deadline = self.clock.now() + timedelta(seconds=t.max_runtime_s) + TRAINING_DEADLINE_SLACK
+        return await self._intent(run, Kind.TRAINING_JOB, spec["TrainingJobName"], spec,
+                                  instance_type=t.instance_type, instance_count=t.instance_count,
+                                  deadline_at=deadline, **extra)
+
+    async def _train(self, run: Run, channels: dict[str, str]) -> Resource:
+        if self.x.sweep is not None:
+            from jobman.sweep import Sweep
+
+            return await Sweep(self, self.x.sweep, run, channels).best_trial()
+        name = resource_name(self.x.name, run.number, Kind.TRAINING_JOB)
+        job = await self.training_intent(run, self.training_spec(run, name, channels, self.x.training.hyperparameters))
         job = (await self._wait(job, poll_s=self.timing.training_poll_s, logs=True)).resources[0]
         if meaning(job.kind, job.status) is not Meaning.OK:
             raise RunFailed(f"training job {name} {job.status}: {job.failure_reason or 'no reason given'}")
         return job
 
     async def _expiry(self, run: Run) -> datetime:
-        """One expiry for the whole chain, fixed when it is first recorded; a resumed run keeps it."""
+        """One expiry for the whole chain (its TTL, or the transform's timeout), fixed when it is first
+        recorded; a resumed run keeps it."""
         chain = await self.ledger.resources(run_ids=[run.id], kinds=CHAIN)
         recorded = [r.expires_at for r in chain if r.expires_at is not None]
         if recorded:
             return min(recorded)
-        moment = self.clock.now() + timedelta(seconds=self.x.endpoint.ttl_s)
+        moment = self.clock.now() + timedelta(seconds=Evaluator.of(self.x).bound_s)
         return parse_utc_iso(utc_iso(moment)) or moment  # whole seconds, as the tag and at() carry it
 
     async def _deploy(self, run: Run, job: Resource) -> Resource:
@@ -326,18 +346,9 @@ class ExperimentRun:
         self.reporter.step(self._cost_line())
         expires_tag = {TAG_EXPIRES: utc_iso(expires_at)}
         names = {kind: resource_name(self.x.name, run.number, kind) for kind in CHAIN}
-        if e.ttl_enforcement == "schedule":
-            await self._schedule_ttl(run, expires_at, names)
-        else:
-            self.reporter.step(GC_ADVICE)
+        await self._bound(run, expires_at, names)
         # One at a time: a config names its model, and SageMaker checks that the model exists.
-        model = await self._intent(run, Kind.MODEL, names[Kind.MODEL], {
-            "ModelName": names[Kind.MODEL],
-            "ExecutionRoleArn": self._role,
-            "PrimaryContainer": {"Image": self._image, "ModelDataUrl": model_data},
-            "Tags": self._tags(run, **expires_tag),
-        }, expires_at=expires_at)
-        await self._wait_present(model)
+        await self._model(run, names[Kind.MODEL], model_data, expires_at)
         config = await self._intent(run, Kind.ENDPOINT_CONFIG, names[Kind.ENDPOINT_CONFIG], {
             "EndpointConfigName": names[Kind.ENDPOINT_CONFIG],
             "ProductionVariants": [{
@@ -374,42 +385,89 @@ class ExperimentRun:
             raise RunFailed(f"endpoint {endpoint_name} {endpoint.status}: {reason}")
         return endpoint
 
-    async def _wait_present(self, resource: Resource) -> None:
-        resource = (await self._wait(resource, poll_s=self.timing.endpoint_poll_s)).resources[0]
-        if resource.status != Status.PRESENT:
-            raise RunFailed(f"{resource.kind.value} {resource.name} is {resource.status}")
+    async def _model(self, run: Run, name: str, model_data: str, expires_at: datetime) -> Resource:
+        model = await self._intent(run, Kind.MODEL, name, {
+            "ModelName": name,
+            "ExecutionRoleArn": self._role,
+            "PrimaryContainer": {"Image": self._image, "ModelDataUrl": model_data},
+            "Tags": self._tags(run, **{TAG_EXPIRES: utc_iso(expires_at)}),
+        }, expires_at=expires_at)
+        return await self._wait_present(model)
 
     def _expired_message(self, expires_at: datetime, when: str) -> str:
-        return (f"the endpoint chain's TTL (endpoint.ttl = {format_duration(self.x.endpoint.ttl_s)}) passed at "
-                f"{utc_iso(expires_at)} {when}")
+        ev = Evaluator.of(self.x)
+        bound = "endpoint chain's TTL" if ev.what == "endpoint" else "transform job's deadline"
+        return f"the {bound} ({ev.bound_key} = {format_duration(ev.bound_s)}) passed at {utc_iso(expires_at)} {when}"
 
     def _cost_line(self) -> str:
-        e = self.x.endpoint
-        worst = endpoint_worst_case(self.x)
-        what = f"endpoint {e.instance_type} x {e.initial_instance_count} for at most {format_duration(e.ttl_s)}"
+        ev = Evaluator.of(self.x)
+        worst = ev.worst_case(self.x.backend)
+        what = f"{ev.what} {ev.instance_type} x {ev.instance_count} for at most {format_duration(ev.bound_s)}"
         if worst is None:
-            return f"{what}: worst case unknown ({e.instance_type} is not in the price table)"
-        ceiling = f" (ceiling ${e.max_cost_usd:,.2f})" if e.max_cost_usd is not None else ""
+            return f"{what}: worst case unknown ({ev.instance_type} is not in the price table)"
+        ceiling = self.x.endpoint.max_cost_usd
+        limit = f" (ceiling ${ceiling:,.2f})" if ceiling is not None else ""
         free = " (the local backend is free)" if worst == 0 and self.x.backend == "local" else ""
-        return f"{what}: worst case ${worst:,.2f}{ceiling}{free}"
+        return f"{what}: worst case ${worst:,.2f}{limit}{free}"
 
-    async def _schedule_ttl(self, run: Run, expires_at: datetime, names: dict[Kind, str]) -> None:
-        """One-time schedules that delete the chain at its expiry, created before any part of it, so the
-        chain is never up without them. A resumed run finds its rows and creates nothing twice."""
+    async def _bound(self, run: Run, expires_at: datetime, targets: dict[Kind, str]) -> None:
+        """What ends the run's billed resources at `expires_at` even if jobman never runs again: schedules,
+        or (ttl_enforcement = "gc") `jobman gc`, which the user is told to run."""
+        if self.x.endpoint.ttl_enforcement == "schedule":
+            await self._schedule_ttl(run, expires_at, targets)
+        else:
+            self.reporter.step(GC_ADVICE)
+
+    async def _schedule_ttl(self, run: Run, expires_at: datetime, targets: dict[Kind, str]) -> None:
+        """One-time schedules that end `targets` at the expiry, created before any of them, so none is ever
+        up without them. A resumed run finds its rows and creates nothing twice."""
         await self.backend.ensure_schedule_group()
         tags = self._tag_map(run, **{TAG_EXPIRES: utc_iso(expires_at)})
         rows = []
-        for kind in CHAIN:
+        for kind, name in targets.items():
             at = fire_time(expires_at, kind, self.timing.ttl_stagger_s)
-            spec = schedule_request(kind, names[kind], at, role_arn=self._scheduler_role, tags=tags)
+            spec = schedule_request(kind, name, at, role_arn=self._scheduler_role, tags=tags)
             rows.append(await self._intent(run, Kind.SCHEDULE, spec["Name"], spec, expires_at=at))
         waited = await self._converge(rows, poll_s=self.timing.endpoint_poll_s)
+        ev = Evaluator.of(self.x)
         for row in waited.resources:
             if row.id in waited.expired:
                 raise RunFailed(self._expired_message(expires_at, "before its schedules were created"))
             if row.status != Status.ENABLED:
-                raise RunFailed(f"schedule {row.name} is {row.status}: the endpoint's TTL would not hold")
-        self.reporter.step(f"TTL: schedules delete the endpoint at {utc_iso(expires_at)} whether or not jobman runs")
+                raise RunFailed(f"schedule {row.name} is {row.status}: the {ev.what}'s {ev.bound_key} would not hold")
+        ends = "delete the endpoint" if ev.what == "endpoint" else "stop the transform job"
+        self.reporter.step(f"TTL: schedules {ends} at {utc_iso(expires_at)} whether or not jobman runs")
+
+    async def _evaluate_by_transform(
+        self, run: Run, job: Resource, data: PreparedData, place: TransformPlace, out_dir: Path,
+    ) -> dict[str, Any]:
+        """Model, then a transform job over the test features; no endpoint config or endpoint ever exists."""
+        model_data = (job.details or {}).get("model_data")
+        if not model_data:
+            raise RunFailed(f"training job {job.name} completed without a model artifact")
+        ev = self.x.evaluation
+        expires_at = await self._expiry(run)
+        if expires_at <= self.clock.now():
+            raise RunFailed(self._expired_message(expires_at, "before the transform job ended"))
+        self.reporter.step(self._cost_line())
+        model_name = resource_name(self.x.name, run.number, Kind.MODEL)
+        job_name = resource_name(self.x.name, run.number, Kind.TRANSFORM_JOB)
+        await self._bound(run, expires_at, {Kind.TRANSFORM_JOB: job_name, Kind.MODEL: model_name})
+        await self._model(run, model_name, model_data, expires_at)
+        rows = len(data.test_labels)
+        if not await self._job_started(Kind.TRANSFORM_JOB, job_name):
+            await self.backend.upload_file(str(data.test_features_csv), place.bucket, place.input_key)
+        settings = TransformSettings(ev.transform_instance_type, ev.transform_instance_count,
+                                     ev.max_concurrent_transforms, ev.max_payload_mb)
+        spec = transform_request(job_name, model_name, place, settings,
+                                 self._tags(run, **{TAG_EXPIRES: utc_iso(expires_at)}))
+        self.reporter.step(f"transforming {rows} test rows with {job_name}")
+        out = out_dir / "data" / "transform-output.csv"
+        await self._transform(run, spec, settings=settings, place=place, deadline_at=expires_at,
+                              bound=f"evaluation.transform_timeout = {format_duration(ev.transform_timeout_s)}",
+                              rows=rows, into=out)
+        predicted = read_predictions(out)
+        return self._score(data, predicted, out_dir)
 
     async def _evaluate(self, endpoint: Resource, data: PreparedData, out_dir: Path) -> dict[str, Any]:
         ev = self.x.evaluation
@@ -427,6 +485,12 @@ class ExperimentRun:
         with data.test_features_csv.open("rb") as src:
             summary = await invoke_stream(invoke, src, sink, options, on_progress=self.reporter.invoke_progress(rows))
         predicted = [float(p) for p in split_prediction_body(sink.getvalue())]
+        metrics = self._score(data, predicted, out_dir)
+        metrics["invoke"] = summary.to_dict()
+        return metrics
+
+    def _score(self, data: PreparedData, predicted: list[float], out_dir: Path) -> dict[str, Any]:
+        """Metrics against the test labels, and `predictions.csv` and the scatter plot in the run's folder."""
         metrics: dict[str, Any] = regression_metrics(data.test_labels, predicted)
         try:
             write_predictions(out_dir / "predictions.csv", data.test_labels, predicted)
@@ -434,7 +498,6 @@ class ExperimentRun:
                          title=f"{self.x.name}: predicted vs actual (RMSE {metrics['rmse']:.2f})")
         except OSError as exc:  # a full disk, a folder where the file should go: the user's to fix
             raise ConfigError(f"cannot write the run's outputs in {out_dir}: {exc}") from exc
-        metrics["invoke"] = summary.to_dict()
         return metrics
 
     # teardown
@@ -446,43 +509,3 @@ class ExperimentRun:
             return
         self.reporter.step(f"tearing down run {run.number}")
         await self.reconciler.tear_down(chain, poll_s=self.timing.endpoint_poll_s, on_pass=self._report)
-
-    # helpers
-
-    async def _intent(self, run: Run, kind: Kind, name: str, spec: dict[str, Any], **extra: Any) -> Resource:
-        """The ledger row before the Create call; on resume, the row the run already has."""
-        existing = await self.ledger.resource_by_name(kind, name)
-        if existing is not None:
-            return existing
-        return await self.ledger.add_resource(run.id, kind, name, spec, at=self.clock.now(), **extra)
-
-    async def _wait(self, resource: Resource, *, poll_s: float, logs: bool = False) -> Converged:
-        return await self._converge([resource], poll_s=poll_s, logs=logs)
-
-    async def _converge(self, resources: list[Resource], *, poll_s: float, logs: bool = False) -> Converged:
-        """Converge until each resource is settled; deadlines and their actions live in the ledger rows.
-        With `logs`, the first resource's training log streams to the reporter meanwhile."""
-        cursor: list[str | None] = [None]
-
-        async def on_pass(result: PassResult) -> None:
-            await self._report(result)
-            job = result.get(resources[0])
-            if logs and job.status not in (Status.ABSENT, Status.PENDING):
-                lines, cursor[0] = await self.backend.training_log(job.name, cursor[0])
-                for line in lines:
-                    self.reporter.log_line(line)
-
-        outcome = await self.reconciler.converge(
-            resources, poll_s=poll_s, create=True, on_pass=on_pass,
-            done=lambda r: settled(r) or _stuck_out_of_service(r),
-        )
-        if outcome.failed:
-            raise outcome.failed[0][1]
-        return outcome
-
-    async def _report(self, result: PassResult) -> None:
-        for _, after in result.changes:  # in the order they happened
-            self.reporter.status(after)
-        for resource, error in result.errors:
-            if error.retryable:
-                self.reporter.step(f"{resource.name}: {error} (will retry)")

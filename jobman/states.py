@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from jobman.kinds import Kind
+from jobman.kinds import JOB_KINDS, Kind
 
 
 class Status(StrEnum):
@@ -19,7 +19,7 @@ class Status(StrEnum):
     PENDING = "Pending"
     PRESENT = "Present"
     ABSENT = "Absent"
-    # TrainingJobStatus (and TransformJobStatus)
+    # TrainingJobStatus and TransformJobStatus
     IN_PROGRESS = "InProgress"
     COMPLETED = "Completed"
     FAILED = "Failed"
@@ -87,6 +87,14 @@ ENDPOINT_MEANINGS: dict[Status, Meaning] = {
     Status.FAILED: Meaning.FAILED,  # accepts only DeleteEndpoint
 }
 
+TRANSFORM_JOB_MEANINGS: dict[Status, Meaning] = {
+    Status.IN_PROGRESS: Meaning.PENDING,
+    Status.STOPPING: Meaning.PENDING,
+    Status.COMPLETED: Meaning.OK,
+    Status.FAILED: Meaning.FAILED,
+    Status.STOPPED: Meaning.FAILED,  # a failure unless jobman asked for it; see `meaning`
+}
+
 # A schedule is ENABLED until it fires (then, with ActionAfterCompletion DELETE, it is gone); one that
 # somebody disabled will not fire, so the TTL it stands for no longer holds.
 SCHEDULE_MEANINGS: dict[Status, Meaning] = {
@@ -99,6 +107,7 @@ RECORD_MEANINGS: dict[Status, Meaning] = {Status.PRESENT: Meaning.OK}
 
 MEANINGS: dict[Kind, dict[Status, Meaning]] = {
     Kind.TRAINING_JOB: TRAINING_JOB_MEANINGS,
+    Kind.TRANSFORM_JOB: TRANSFORM_JOB_MEANINGS,
     Kind.ENDPOINT: ENDPOINT_MEANINGS,
     Kind.SCHEDULE: SCHEDULE_MEANINGS,
     Kind.MODEL: RECORD_MEANINGS,
@@ -110,20 +119,21 @@ _COMMON = {Status.PENDING: Meaning.PENDING, Status.ABSENT: Meaning.GONE}
 # What a resource is right after its Create call returns.
 CREATED_STATUS: dict[Kind, Status] = {
     Kind.TRAINING_JOB: Status.IN_PROGRESS,
+    Kind.TRANSFORM_JOB: Status.IN_PROGRESS,
     Kind.ENDPOINT: Status.CREATING,
     Kind.SCHEDULE: Status.ENABLED,
     Kind.MODEL: Status.PRESENT,
     Kind.ENDPOINT_CONFIG: Status.PRESENT,
 }
 
-# A training job in one of these never changes again.
-TRAINING_FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.STOPPED})
+# A job (training or transform) in one of these never changes again.
+JOB_FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.STOPPED})
 
 
 def meaning(kind: Kind, status: str, *, stop_requested: bool = False) -> Meaning:
     if status in _COMMON:
         return _COMMON[Status(status)]
-    if kind is Kind.TRAINING_JOB and status == Status.STOPPED and stop_requested:
+    if kind in JOB_KINDS and status == Status.STOPPED and stop_requested:
         return Meaning.OK
     table = MEANINGS[kind]
     return table[Status(status)] if status in table else Meaning.UNKNOWN
@@ -133,7 +143,7 @@ def is_settled(kind: Kind, status: str, desired: Desired, *, stop_requested: boo
     """True when the resource needs nothing more from the reconciler for its desired state."""
     m = meaning(kind, status, stop_requested=stop_requested)
     if desired is Desired.ABSENT:
-        if kind is Kind.TRAINING_JOB:  # jobs are never deleted: absent means stopped or finished
+        if kind in JOB_KINDS:  # jobs are never deleted: absent means stopped or finished
             return m in (Meaning.OK, Meaning.FAILED, Meaning.GONE)
         return m is Meaning.GONE
     return m in (Meaning.OK, Meaning.FAILED)
@@ -142,6 +152,7 @@ def is_settled(kind: Kind, status: str, desired: Desired, *, stop_requested: boo
 # A billed resource runs while it is in one of these statuses.
 BILLED_STATUSES: dict[Kind, frozenset[Status]] = {
     Kind.TRAINING_JOB: frozenset({Status.IN_PROGRESS, Status.STOPPING}),
+    Kind.TRANSFORM_JOB: frozenset({Status.IN_PROGRESS, Status.STOPPING}),
     Kind.ENDPOINT: frozenset(
         {Status.CREATING, Status.IN_SERVICE, Status.UPDATING, Status.SYSTEM_UPDATING, Status.ROLLING_BACK,
          Status.OUT_OF_SERVICE, Status.DELETING, Status.UPDATE_ROLLBACK_FAILED}

@@ -1,8 +1,9 @@
-"""Server-side TTL: the EventBridge Scheduler one-time schedules that delete an endpoint chain at its expiry.
+"""Server-side TTL: the EventBridge Scheduler one-time schedules that end what a run left billing.
 
-Each schedule calls one SageMaker delete through a universal target, so the chain goes at its
-`jobman:expires-at` even if no jobman process ever runs again: the endpoint at the expiry, its config
-and model a little later (SageMaker deletes an endpoint asynchronously).
+Each schedule calls one SageMaker action through a universal target, so it happens at its time even if
+no jobman process ever runs again: an endpoint chain is deleted at its `jobman:expires-at` (the endpoint
+first, its config and model a little later, since SageMaker deletes an endpoint asynchronously); a
+transform job is stopped at its deadline and its model deleted after it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from jobman.names import schedule_name
 from jobman.tags import description_of
 
 UNIVERSAL_TARGET = "arn:aws:scheduler:::aws-sdk:sagemaker:"
-DELETE_ACTION = {Kind.ENDPOINT: "deleteEndpoint", Kind.ENDPOINT_CONFIG: "deleteEndpointConfig",
-                 Kind.MODEL: "deleteModel"}
-_KIND_OF_ACTION = {action: kind for kind, action in DELETE_ACTION.items()}
-# How long after the endpoint's own schedule its config's and its model's fire, in steps of the stagger.
-STAGGER_STEPS = {Kind.ENDPOINT: 0, Kind.ENDPOINT_CONFIG: 1, Kind.MODEL: 2}
+TTL_ACTION = {Kind.ENDPOINT: "deleteEndpoint", Kind.ENDPOINT_CONFIG: "deleteEndpointConfig",
+              Kind.MODEL: "deleteModel", Kind.TRANSFORM_JOB: "stopTransformJob"}
+_KIND_OF_ACTION = {action: kind for kind, action in TTL_ACTION.items()}
+# How long after the expiry each schedule fires, in steps of the stagger: what uses a model goes first.
+STAGGER_STEPS = {Kind.ENDPOINT: 0, Kind.TRANSFORM_JOB: 0, Kind.ENDPOINT_CONFIG: 1, Kind.MODEL: 2}
 # A failed delete is retried for a day: a throttled or briefly failing SageMaker must not leave it billing.
 RETRY_POLICY = {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
 
@@ -38,7 +39,7 @@ def at_expression(moment: datetime) -> str:
 def schedule_request(
     target_kind: Kind, target_name: str, at: datetime, *, role_arn: str, tags: dict[str, str]
 ) -> dict[str, Any]:
-    """CreateSchedule's request for the schedule that deletes one resource of a chain at `at` (UTC)."""
+    """CreateSchedule's request for the schedule that deletes (or stops) one resource at `at` (UTC)."""
     name = schedule_name(target_name)
     expression = at_expression(at)
     return {
@@ -51,7 +52,7 @@ def schedule_request(
         "State": "ENABLED",
         "Description": description_of(tags),
         "Target": {
-            "Arn": UNIVERSAL_TARGET + DELETE_ACTION[target_kind],
+            "Arn": UNIVERSAL_TARGET + TTL_ACTION[target_kind],
             "RoleArn": role_arn,
             "Input": json.dumps({KIND_API[target_kind].name_key: target_name}),
             "RetryPolicy": dict(RETRY_POLICY),
@@ -62,7 +63,7 @@ def schedule_request(
 
 
 def schedule_target(request: dict[str, Any]) -> tuple[Kind, str] | None:
-    """Which resource a schedule jobman made deletes, from its request (or GetSchedule's answer)."""
+    """Which resource a schedule jobman made deletes or stops, from its request (or GetSchedule's answer)."""
     target = request.get("Target") or {}
     arn = str(target.get("Arn", ""))
     kind = _KIND_OF_ACTION.get(arn.removeprefix(UNIVERSAL_TARGET)) if arn.startswith(UNIVERSAL_TARGET) else None

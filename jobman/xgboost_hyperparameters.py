@@ -186,6 +186,24 @@ def is_known(name: str) -> bool:
     return name in SPEC or name.startswith(_INTERNAL_PREFIXES)
 
 
+# The metric XGBoost evaluates when eval_metric is not set, by objective (its documentation's defaults).
+DEFAULT_METRIC = {
+    "reg:linear": "rmse", "reg:squarederror": "rmse", "reg:squaredlogerror": "rmsle", "reg:logistic": "rmse",
+    "reg:pseudohubererror": "mphe", "reg:absoluteerror": "mae", "reg:quantileerror": "quantile",
+    "reg:gamma": "gamma-nloglik", "reg:tweedie": "tweedie-nloglik@1.5", "binary:logistic": "logloss",
+    "binary:logitraw": "logloss", "binary:hinge": "error", "count:poisson": "poisson-nloglik",
+    "survival:cox": "cox-nloglik", "survival:aft": "aft-nloglik", "multi:softmax": "mlogloss",
+    "multi:softprob": "mlogloss", "rank:pairwise": "map", "rank:ndcg": "ndcg", "rank:map": "map",
+}
+
+
+def emitted_metrics(raw: Mapping[str, str]) -> list[str]:
+    """The metrics a training job with these hyperparameters reports per channel (e.g. `validation:<m>`)."""
+    if raw.get("eval_metric"):
+        return [m.strip() for m in raw["eval_metric"].split(",") if m.strip()]
+    return [DEFAULT_METRIC.get(raw.get("objective", "reg:squarederror"), "rmse")]
+
+
 def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainingParams:
     """Check SageMaker-style string hyperparameters and translate them for `xgboost.train`."""
     unknown = [k for k in raw if not is_known(k)]

@@ -43,6 +43,7 @@ INVOKE_RETRYABLE = THROTTLING | {
 }
 CONTROL_BACKOFF = Backoff(attempts=5, base_s=0.5, cap_s=20.0)  # after botocore's own retries
 PAGE_SIZE = 100  # items a List page: SageMaker's and EventBridge Scheduler's largest
+S3_DELETE_BATCH = 1000  # keys a DeleteObjects call takes at most
 UNREACHABLE_BUDGET_S = 180.0  # connection failures this long in a row end the wait with Unreachable
 _NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity"})
 # The connection itself failed (refused, reset, timed out): the cloud may be gone, not the request wrong.
@@ -263,6 +264,28 @@ class AwsBackend:
         except ClientError as exc:
             raise translate(exc, f"s3://{bucket}/{key}") from None
 
+    async def download_file(self, bucket: str, key: str, path: str) -> None:
+        client = await self._client("s3")
+        self.calls["download_file"] += 1
+        try:
+            await client.download_file(bucket, key, path)
+        except ClientError as exc:
+            raise translate(exc, f"s3://{bucket}/{key}") from None
+
+    async def delete_prefix(self, bucket: str, prefix: str) -> int:
+        keys: list[str] = []
+        async for page in self._pages("s3", "list_objects_v2", f"s3://{bucket}/{prefix}", Bucket=bucket, Prefix=prefix):
+            keys.extend(o["Key"] for o in page.get("Contents", []))
+        for start in range(0, len(keys), S3_DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[start:start + S3_DELETE_BATCH]]
+            answer = await self._call("s3", "delete_objects", f"s3://{bucket}/{prefix}", Bucket=bucket,
+                                      Delete={"Objects": batch, "Quiet": True})
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise BackendError(f"s3://{bucket}/{first.get('Key')}: {first.get('Code')}: {first.get('Message')}",
+                                   code=str(first.get("Code")))
+        return len(keys)
+
     # control plane
 
     async def create(self, kind: Kind, request: dict[str, Any]) -> dict[str, Any]:
@@ -304,8 +327,11 @@ class AwsBackend:
             raise BackendError(f"{kind.value} {name}: SageMaker cannot delete this kind", code="Unsupported")
         await self._call(api.service, api.delete, f"delete {kind.value} {name}", **{api.name_key: name}, **api.scope)
 
-    async def stop_training_job(self, name: str) -> None:
-        await self._call("sagemaker", "stop_training_job", f"stop training job {name}", TrainingJobName=name)
+    async def stop(self, kind: Kind, name: str) -> None:
+        api = KIND_API[kind]
+        if api.stop is None:
+            raise BackendError(f"{kind.value} {name}: only jobs can be stopped", code="Unsupported")
+        await self._call(api.service, api.stop, f"stop {kind.value} {name}", **{api.name_key: name})
 
     async def list_tags(self, arn: str) -> dict[str, str]:
         if arn.split(":", 3)[2:3] == [KIND_API[Kind.SCHEDULE].service]:  # arn:<partition>:scheduler:…

@@ -118,6 +118,30 @@ def invoke(
                    backend, region)
 
 
+@app.command()
+def transform(
+    source: Annotated[str, typer.Argument(
+        metavar="RUN_OR_MODEL", show_default=False,
+        help="The model: a run ('experiment/r3'), an experiment (its latest trained run) or a model name.")],
+    input_csv: Annotated[str, typer.Argument(metavar="INPUT.csv", help="Feature rows as CSV.", show_default=False)],
+    output: Annotated[str, typer.Option("-o", "--output", help="Where predictions go, one per row; '-' is stdout.",
+                                        show_default=False)],
+    header: Annotated[bool, typer.Option("--header/--no-header", help="Whether INPUT's first line is a header.")]
+    = False,
+    instance_type: Annotated[str, typer.Option(help="The transform instances' type.")] = "ml.m4.xlarge",
+    instance_count: Annotated[int, typer.Option(help="How many transform instances.")] = 1,
+    timeout: Annotated[str, typer.Option(help="Stop the transform job if it runs longer.")] = "1h",
+    keep_s3: Annotated[bool, typer.Option("--keep-s3", help="Keep the uploaded input and the job's output in S3.")]
+    = False,
+) -> None:
+    """Predict INPUT.csv with a Batch Transform job (no endpoint); write one prediction per row, in order.
+
+    The job's model is made from the run's training job, and deleted afterwards with the S3 objects."""
+    from jobman.cli.transform_cmd import transform_command
+
+    transform_command(source, input_csv, output, header, instance_type, instance_count, timeout, keep_s3)
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",

@@ -70,7 +70,8 @@ def serve(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """Show whether the server runs, its URL and pid, its training jobs and endpoints, and pending schedules."""
+    """Show whether the server runs, its URL and pid, its training and transform jobs, endpoints, and pending
+    schedules."""
     from jobman.backends.local.daemon import server_status
 
     with domain_errors():
@@ -91,6 +92,8 @@ def _print_status(info: dict[str, Any]) -> None:
                   f"home {info['home']}", highlight=False)
     jobs = ", ".join(f"{n} {s}" for s, n in sorted(info["training_jobs"].items())) or "none"
     console.print(f"Training jobs: {jobs}", highlight=False)
+    transforms = ", ".join(f"{n} {s}" for s, n in sorted(info.get("transform_jobs", {}).items())) or "none"
+    console.print(f"Transform jobs: {transforms}", highlight=False)
     console.print(f"Schedules pending: {info.get('schedules_pending', 0)}", highlight=False)
     rows = info["endpoint_processes"]
     if not rows:
@@ -111,7 +114,7 @@ def stop(
         typer.Option(
             "--endpoints/--keep-endpoints",
             help="Also stop every endpoint process (the endpoints become OutOfService) and every running "
-            "training job (Stopped). By default they keep running, as real endpoints do.",
+            "training and transform job (Stopped). By default they keep running, as real endpoints do.",
         ),
     ] = False,
 ) -> None:
@@ -122,7 +125,7 @@ def stop(
         home = jobman_home()
         stopped = stop_server(home, stop_endpoints=endpoints)
         if stopped:
-            what = " and its endpoint and training processes" if endpoints else ""
+            what = " and its endpoint, training and transform processes" if endpoints else ""
             console.print(f"Stopped the local server{what}.", highlight=False)
         else:
             leftovers = " (any leftover worker processes are stopped)" if endpoints else ""

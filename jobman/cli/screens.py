@@ -22,8 +22,8 @@ STATUS_STYLE = {
     "terminal-ok": "green", "terminal-failed": "red", "pending": "yellow", "transient": "yellow",
     "gone": "dim", "unknown": "magenta",
 }
-SHORT_KIND = {"training_job": "job", "model": "model", "endpoint_config": "config", "endpoint": "endpoint",
-              "schedule": "ttl"}
+SHORT_KIND = {"training_job": "job", "transform_job": "transform", "model": "model", "endpoint_config": "config",
+              "endpoint": "endpoint", "schedule": "ttl"}
 MIN_NAME = 16  # below this a name says too little; the table may then pass the width
 GAP = 1  # space between columns
 DELETING_MARK = "*"  # beside the status of a resource being deleted; explained under the table

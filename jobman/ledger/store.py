@@ -202,6 +202,7 @@ class Ledger:
         self, run_id: int, kind: Kind, name: str, spec: dict[str, Any], *, at: datetime,
         instance_type: str | None = None, instance_count: int | None = None,
         expires_at: datetime | None = None, deadline_at: datetime | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Resource:
         """Record the intent to create (desired=present, status Pending); idempotent on (kind, name)."""
         async with self._session() as s:
@@ -211,7 +212,7 @@ class Ledger:
                     run_id=run_id, kind=kind.value, name=name, desired=Desired.PRESENT.value, status=Status.PENDING,
                     spec=spec, instance_type=instance_type, instance_count=instance_count,
                     stop_requested=False, expires_at=expires_at, deadline_at=deadline_at,
-                    created_at=at, updated_at=at,
+                    created_at=at, updated_at=at, details=details,
                 )
                 s.add(row)
                 await s.flush()

@@ -81,7 +81,8 @@ def kill_leftovers(home: Path) -> None:
     """The safety net after `stop_server`: SIGKILL any server or worker process still alive."""
     root = layout(home).root
     server = supervisor.ProcessRef.from_json(read_json(root / "server.json"))
-    for ref in [*([server] if server else []), *_recorded_processes(root, "endpoints/*/*", "training/*/*")]:
+    workers = _recorded_processes(root, "endpoints/*/*", "training/*/*", "transforms/*/*")
+    for ref in [*([server] if server else []), *workers]:
         if ref.pid != os.getpid() and supervisor.is_alive(ref):
             supervisor.send_signal(ref, signal.SIGKILL)
 

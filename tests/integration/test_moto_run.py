@@ -15,7 +15,8 @@ from jobman.config import Experiment, load_experiment
 from jobman.errors import RunFailed
 from jobman.kinds import Kind
 from jobman.ledger.store import Ledger, Resource
-from jobman.run import ExperimentRun, SilentReporter
+from jobman.run import ExperimentRun
+from jobman.workflow import SilentReporter
 from tests.conftest import SAGEMAKER, jobman, write_experiment
 from tests.moto_server import Moto
 

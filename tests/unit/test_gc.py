@@ -171,3 +171,44 @@ async def test_a_permanent_delete_error_does_not_hang_teardown(
     assert clock.slept_s < 60  # gave up at once instead of waiting out the teardown deadline
     await stop_experiment(ledger, opener, clock, "boston-xgboost")  # the next try succeeds
     assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB]
+
+
+async def _running_transform(ledger: Ledger, backend: FakeBackend, clock: FakeClock) -> int:
+    """A run whose transform job is still going, as a `jobman run` killed mid-transform leaves it."""
+    exp = await ledger.experiment("boston-xgboost", create_at=clock.now())
+    assert exp is not None
+    run = await ledger.start_run(exp.id, digest="x", backend="fake", region="us-east-1", config_path="-",
+                                 at=clock.now())
+    backend.transform_polls = 10**6
+    spec = {"TransformJobName": "boston-xgboost-r1-transform", "ModelName": "m", "Tags": [],
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "s3://b/in/"}}},
+            "TransformOutput": {"S3OutputPath": "s3://b/out"}}
+    job = await ledger.add_resource(run.id, Kind.TRANSFORM_JOB, "boston-xgboost-r1-transform", spec, at=clock.now(),
+                                    deadline_at=clock.now() + timedelta(hours=1))
+    from jobman.reconciler import Reconciler
+
+    await Reconciler(ledger, backend, clock).reconcile([job], create=True)
+    return job.id
+
+
+async def test_gc_stops_a_transform_job_past_its_deadline(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener
+) -> None:
+    job_id = await _running_transform(ledger, backend, clock)
+    report = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=False)
+    assert backend.calls["stop_transform_job"] == 0 and not report.candidates  # not yet past its deadline
+    clock.advance(3601)
+    report = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=False)
+    assert [c.name for c in report.candidates] == ["boston-xgboost-r1-transform"]
+    assert backend.calls["stop_transform_job"] == 1
+    job = await ledger.resource(job_id)
+    assert job.status == Status.STOPPED and job.stop_requested
+
+
+async def test_stop_stops_a_running_transform_job(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener
+) -> None:
+    job_id = await _running_transform(ledger, backend, clock)
+    await stop_experiment(ledger, opener, clock, "boston-xgboost")
+    assert backend.calls["stop_transform_job"] == 1
+    assert (await ledger.resource(job_id)).status == Status.STOPPED

@@ -13,9 +13,10 @@ from jobman.errors import BackendError, RunFailed, WaitTimeout
 from jobman.kinds import Kind
 from jobman.ledger.store import Ledger, Resource
 from jobman.reconciler import Reconciler
-from jobman.run import ExperimentRun, SilentReporter
+from jobman.run import ExperimentRun
 from jobman.states import Desired, Status
 from jobman.timing import Timing
+from jobman.workflow import SilentReporter
 from tests.conftest import write_experiment
 
 TIMING = Timing(training_poll_s=5, endpoint_poll_s=15)

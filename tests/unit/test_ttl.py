@@ -18,11 +18,12 @@ from jobman.kinds import SCHEDULE_GROUP, Kind
 from jobman.ledger.store import Ledger, Resource
 from jobman.names import schedule_name
 from jobman.reconciler import Reconciler
-from jobman.run import GC_ADVICE, ExperimentRun, SilentReporter, check_inputs
+from jobman.run import GC_ADVICE, ExperimentRun, check_inputs
 from jobman.states import Desired, Status
 from jobman.tags import tags_in_description
 from jobman.timing import Timing
 from jobman.ttl import schedule_target
+from jobman.workflow import SilentReporter
 from tests.conftest import write_experiment
 
 TIMING = Timing(training_poll_s=5, endpoint_poll_s=15, ttl_stagger_s=120)

@@ -18,7 +18,8 @@ TRAINING_JOB = "training-job"
 MODEL = "model"
 ENDPOINT_CONFIG = "endpoint-config"
 ENDPOINT = "endpoint"
-RESOURCE_TYPES = (TRAINING_JOB, MODEL, ENDPOINT_CONFIG, ENDPOINT)
+TRANSFORM_JOB = "transform-job"
+RESOURCE_TYPES = (TRAINING_JOB, MODEL, ENDPOINT_CONFIG, ENDPOINT, TRANSFORM_JOB)
 
 
 def arn(region: str, rtype: str, name: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jobman.backends.local import arns, shared_secret, supervisor
+from jobman.backends.local import arns, capacity, shared_secret, supervisor
 from jobman.backends.local.endpoints import SERVING
 from jobman.backends.local.store import Layout, RecordStore, atomic_write_json, layout, read_json
 from jobman.backends.local.supervisor import ProcessRef
@@ -62,7 +62,8 @@ def server_status(jobman_home: Path) -> dict[str, Any] | None:
 
 def stop_server(jobman_home: Path, *, stop_endpoints: bool = False) -> bool:
     """Stop the server; True if one was running. With `stop_endpoints`, also stop every endpoint process
-    (their endpoints become OutOfService) and every running training job (Stopped), server or no server."""
+    (their endpoints become OutOfService) and every running training or transform job (Stopped), server or
+    no server."""
     where = layout(jobman_home)
     if not where.root.is_dir():
         return False
@@ -140,6 +141,7 @@ def _start(where: Layout, idle_timeout_s: float | None) -> str:
             f"the local server for {where.root.parent} (pid {info.get('pid', '?')}) does not answer; "
             "stop it with `jobman local stop`", code="LocalServerUnavailable", retryable=True,
         )
+    capacity.max_training()  # a bad JOBMAN_LOCAL_MAX_TRAINING is the caller's ConfigError, not a dead server's log
     args = ["--home", str(where.root.parent), "--port", "0"]
     if idle_timeout_s is not None:
         args += ["--idle-timeout", str(idle_timeout_s)]
@@ -206,7 +208,8 @@ def _sweep_workers(where: Layout) -> None:
         if record is not None and record.get("EndpointStatus") in SERVING:
             record.update(EndpointStatus="OutOfService", LastModifiedTime=now())
             records.put(key, record)
-    for worker_file in sorted(where.root.glob("training/*/*/worker.json")):
+    for worker_file in sorted([*where.root.glob("training/*/*/worker.json"),
+                               *where.root.glob("transforms/*/*/worker.json")]):
         ref = ProcessRef.from_json(read_json(worker_file))
         if ref is not None and supervisor.is_alive(ref):
             files = JobFiles(worker_file.parent)

@@ -71,3 +71,23 @@ def endpoint_config(answer: dict[str, Any]) -> dict[str, Any]:
     for variant in answer.get("ProductionVariants") or []:
         variant.setdefault("InitialVariantWeight", 1.0)
     return answer
+
+
+def transform_job(record: dict[str, Any]) -> dict[str, Any]:
+    """The request members of DescribeTransformJob, with SageMaker's defaults filled in."""
+    answer = copy.deepcopy(record)
+    transform_input = answer.setdefault("TransformInput", {})
+    transform_input.setdefault("CompressionType", "None")
+    transform_input.setdefault("SplitType", "None")
+    output = answer.setdefault("TransformOutput", {})
+    output.setdefault("AssembleWith", "None")
+    output.setdefault("KmsKeyId", "")
+    answer.setdefault("Environment", {})
+    processing = answer.setdefault("DataProcessing", {})
+    processing.setdefault("InputFilter", "$")
+    processing.setdefault("OutputFilter", "$")
+    processing.setdefault("JoinSource", "None")
+    if "ModelClientConfig" in answer:
+        answer["ModelClientConfig"].setdefault("InvocationsTimeoutInSeconds", 600)
+        answer["ModelClientConfig"].setdefault("InvocationsMaxRetries", 3)
+    return answer

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from jobman.backends.local.store import atomic_write_json, read_json
 
 TRAINING_GROUP = "/aws/sagemaker/TrainingJobs"
+TRANSFORM_GROUP = "/aws/sagemaker/TransformJobs"
 ENDPOINT_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 MAX_EVENTS = 10_000
 MAX_BYTES = 1 << 20

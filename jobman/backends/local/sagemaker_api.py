@@ -6,6 +6,7 @@ Errors are worded as SageMaker words them, because callers (jobman's own backend
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +18,7 @@ from jobman.backends.local.endpoints import EndpointManager
 from jobman.backends.local.listing import ListSpec, list_resources, paginate
 from jobman.backends.local.store import Layout, RecordStore
 from jobman.backends.local.training import TrainingManager
+from jobman.backends.local.transforms import TransformManager
 from jobman.backends.local.wire import AwsError, now
 
 Handler = Callable[[str, dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
@@ -30,6 +32,10 @@ _LISTS = {
     ),
     arns.ENDPOINT: ListSpec("EndpointName", "EndpointStatus",
                             {"Name": "EndpointName", "CreationTime": "CreationTime", "Status": "EndpointStatus"}),
+    arns.TRANSFORM_JOB: ListSpec(
+        "TransformJobName", "TransformJobStatus",
+        {"Name": "TransformJobName", "CreationTime": "CreationTime", "Status": "TransformJobStatus"},
+    ),
     arns.MODEL: ListSpec("ModelName", None, {"Name": "ModelName", "CreationTime": "CreationTime"}),
     arns.ENDPOINT_CONFIG: ListSpec("EndpointConfigName", None,
                                    {"Name": "EndpointConfigName", "CreationTime": "CreationTime"}),
@@ -41,8 +47,12 @@ _CONFIG_FIELDS = ("EndpointConfigName", "EndpointConfigArn", "ProductionVariants
                   "ExecutionRoleArn", "VpcConfig", "EnableNetworkIsolation")
 
 
+MAX_TRANSFORM_MB = 100  # MaxPayloadInMB, and MaxConcurrentTransforms x MaxPayloadInMB, at most
+DEFAULT_PAYLOAD_MB = 6
+
+
 def _not_found(region: str, rtype: str, name: str) -> AwsError:
-    if rtype == arns.TRAINING_JOB:
+    if rtype in (arns.TRAINING_JOB, arns.TRANSFORM_JOB):
         return AwsError("ValidationException", "Requested resource not found.")
     noun = {arns.MODEL: "model", arns.ENDPOINT_CONFIG: "endpoint configuration", arns.ENDPOINT: "endpoint"}[rtype]
     return AwsError("ValidationException", f'Could not find {noun} "{arns.arn(region, rtype, name)}".')
@@ -77,15 +87,21 @@ def _check_s3_uri(value: Any, member: str) -> None:
 
 
 class SageMakerApi:
-    def __init__(self, layout: Layout, training: TrainingManager, endpoints: EndpointManager) -> None:
+    def __init__(self, layout: Layout, training: TrainingManager, endpoints: EndpointManager,
+                 transforms: TransformManager | None = None) -> None:
         self.layout = layout
         self.training = training
         self.endpoints = endpoints
+        self.transforms = transforms or TransformManager(layout)
         self.operations: dict[str, Handler] = {
             "CreateTrainingJob": self.create_training_job,
             "DescribeTrainingJob": self.describe_training_job,
             "ListTrainingJobs": self.list_training_jobs,
             "StopTrainingJob": self.stop_training_job,
+            "CreateTransformJob": self.create_transform_job,
+            "DescribeTransformJob": self.describe_transform_job,
+            "ListTransformJobs": self.list_transform_jobs,
+            "StopTransformJob": self.stop_transform_job,
             "CreateModel": self.create_model,
             "DescribeModel": self.describe_model,
             "ListModels": self.list_models,
@@ -157,6 +173,7 @@ class SageMakerApi:
         return self.training.describe(region, record)
 
     def list_training_jobs(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.training.start_waiting()  # free training slots go to waiting jobs before they are listed
         items = [self.training.summary(region, r) for r in self.store(region, arns.TRAINING_JOB).all()]
         page = list_resources(items, body, _LISTS[arns.TRAINING_JOB])
         return _page("TrainingJobSummaries", page.items, page.next_token)
@@ -168,6 +185,41 @@ class SageMakerApi:
         if status not in ("InProgress", "Stopping"):
             raise AwsError("ValidationException",
                            f"The request was rejected because the training job is in status {status}.")
+        return {}
+
+    # --- transform jobs ---
+
+    def create_transform_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = _name(body, "TransformJobName")
+        model_name = _name(body, "ModelName")
+        request = {**body, **_transform_settings(body), "Tags": _check_tags(body.get("Tags"))}
+        model = self._get(region, arns.MODEL, model_name)
+        container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+        existing = self.store(region, arns.TRANSFORM_JOB).get(name)
+        if existing is not None:
+            raise AwsError(
+                "ResourceInUse",
+                "Transform job names must be unique within an AWS account and region, and a transform job with "
+                f"this name already exists ({existing['TransformJobArn']})",
+            )
+        return {"TransformJobArn": self.transforms.create(region, request, container)["TransformJobArn"]}
+
+    def describe_transform_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        record = self._get(region, arns.TRANSFORM_JOB, _name(body, "TransformJobName"))
+        return self.transforms.describe(region, record)
+
+    def list_transform_jobs(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        items = [self.transforms.summary(region, r) for r in self.store(region, arns.TRANSFORM_JOB).all()]
+        page = list_resources(items, body, _LISTS[arns.TRANSFORM_JOB])
+        return _page("TransformJobSummaries", page.items, page.next_token)
+
+    def stop_transform_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = _name(body, "TransformJobName")
+        self._get(region, arns.TRANSFORM_JOB, name)
+        status = self.transforms.stop(region, name)
+        if status not in ("InProgress", "Stopping"):
+            raise AwsError("ValidationException",
+                           f"The request was rejected because the transform job is in status {status}.")
         return {}
 
     # --- models ---
@@ -293,6 +345,42 @@ class SageMakerApi:
         record["Tags"] = [t for t in record.get("Tags") or [] if t["Key"] not in drop]
         store.put(name, record)
         return {}
+
+
+def _transform_settings(body: dict[str, Any]) -> dict[str, Any]:
+    """Check what SageMaker checks at CreateTransformJob; returns the batching settings with defaults filled in.
+
+    The built-in XGBoost container's execution parameters supply the defaults, as SageMaker asks it for them:
+    6 MB payloads and one concurrent transform per CPU (within the 100 MB product)."""
+    source = ((_required(body, "TransformInput").get("DataSource") or {}).get("S3DataSource") or {})
+    _check_s3_uri(source.get("S3Uri"), "transformInput.dataSource.s3DataSource.s3Uri")
+    _check_s3_uri(_required(body, "TransformOutput").get("S3OutputPath"), "transformOutput.s3OutputPath")
+    _required(body, "TransformResources")
+    payload = body.get("MaxPayloadInMB", DEFAULT_PAYLOAD_MB)
+    if payload > MAX_TRANSFORM_MB:
+        raise arns.validation_error(payload, "maxPayloadInMB",
+                                    f"Member must have value less than or equal to {MAX_TRANSFORM_MB}")
+    if payload == 0:
+        raise AwsError("ValidationException", "MaxPayloadInMB 0 asks for chunked transfer encoding, which the "
+                                              "built-in algorithms do not support: set 1 to 100.")
+    concurrency = body.get("MaxConcurrentTransforms") or min(os.cpu_count() or 1, MAX_TRANSFORM_MB // payload)
+    if concurrency * payload > MAX_TRANSFORM_MB:
+        raise AwsError("ValidationException",
+                       f"MaxConcurrentTransforms ({concurrency}) x MaxPayloadInMB ({payload}) must not exceed "
+                       f"{MAX_TRANSFORM_MB} MB.")
+    split = body["TransformInput"].get("SplitType") or "None"
+    strategy = body.get("BatchStrategy") or "SingleRecord"
+    if strategy == "MultiRecord" and split == "None":
+        raise AwsError("ValidationException",
+                       "BatchStrategy MultiRecord requires a SplitType (Line, RecordIO or TFRecord) to split "
+                       "the input into records.")
+    processing = body.get("DataProcessing") or {}
+    if (processing.get("InputFilter", "$"), processing.get("OutputFilter", "$"),
+            processing.get("JoinSource", "None")) != ("$", "$", "None"):
+        raise AwsError("ValidationException", "The local backend does not support DataProcessing filters or "
+                                              "JoinSource: leave InputFilter and OutputFilter at $ and JoinSource "
+                                              "at None.")
+    return {"MaxPayloadInMB": payload, "MaxConcurrentTransforms": concurrency, "BatchStrategy": strategy}
 
 
 def _page(key: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:

@@ -41,7 +41,9 @@ from jobman.backends.local.scheduler import Scheduler
 from jobman.backends.local.scheduler_api import SchedulerApi
 from jobman.backends.local.store import Layout, atomic_write_json, layout, read_json
 from jobman.backends.local.training import TrainingManager
+from jobman.backends.local.transforms import TransformManager
 from jobman.backends.local.wire import AwsError
+from jobman.errors import ConfigError
 
 log = logging.getLogger("jobman.local.server")
 
@@ -71,8 +73,9 @@ class Server:
         self.objects = ObjectStore(self.layout)
         self.training = TrainingManager(self.layout)
         self.endpoints = EndpointManager(self.layout)
+        self.transforms = TransformManager(self.layout)
         self.s3 = S3Api(self.layout, self.objects)
-        self.sagemaker = SageMakerApi(self.layout, self.training, self.endpoints)
+        self.sagemaker = SageMakerApi(self.layout, self.training, self.endpoints, self.transforms)
         self.logs = LogsApi(self.layout.logs)
         self.runtime = RuntimeApi(self.endpoints)
         self.schedules = ScheduleStore(self.layout)
@@ -159,6 +162,8 @@ class Server:
             "endpoints": dict(self.endpoints.counts()),
             "endpoint_processes": self.endpoints.processes(),
             "training_processes": [{"name": n, "region": r} for r, n in self.training.running()],
+            "transform_jobs": dict(self.transforms.counts()),
+            "transform_processes": [{"name": n, "region": r} for r, n in self.transforms.running()],
             "schedules_pending": self.schedules.pending(),
         }
 
@@ -212,9 +217,10 @@ class Server:
 
     async def _shutdown(self) -> None:
         if self.stop_workers:
-            log.info("stopping endpoint processes and training jobs")
+            log.info("stopping endpoint processes, training and transform jobs")
             await self.endpoints.stop_all()
             await self.training.stop_all()
+            await self.transforms.stop_all()
         await self.endpoints.drain()
 
     async def _supervise(self) -> None:
@@ -223,6 +229,7 @@ class Server:
         while True:
             try:
                 self.training.tick()
+                self.transforms.tick()
                 await self.endpoints.tick()
                 if time.monotonic() - last_schedule_check >= SCHEDULE_CHECK_S:
                     last_schedule_check = time.monotonic()
@@ -251,7 +258,7 @@ class Server:
     def _busy(self) -> bool:
         if self._active:
             return True
-        if self.training.running():
+        if self.training.running() or self.transforms.running():
             return True
         if self.schedules.pending():  # a schedule must still fire: only this server can fire it
             return True
@@ -316,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         log.error("%s", exc)
         return 3
+    except ConfigError as exc:  # e.g. JOBMAN_LOCAL_MAX_TRAINING is not a positive integer: one line, no traceback
+        log.error("%s", exc)
+        return 2
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", HOST, args.port, exc)
         return 2

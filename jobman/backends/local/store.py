@@ -73,6 +73,10 @@ class Layout:
         """A training job's process state: status.json (the worker's), worker.json, stop.json, log."""
         return self.root / "training" / region / _one_segment(name).lower()
 
+    def transform_dir(self, region: str, name: str) -> Path:
+        """A transform job's process state: status.json (the worker's), worker.json, stop.json, log."""
+        return self.root / "transforms" / region / _one_segment(name).lower()
+
     def endpoint_dir(self, region: str, name: str) -> Path:
         """An endpoint's process state: spec.json, worker.json, port.json, failed.json, model files."""
         return self.root / "endpoints" / region / _one_segment(name).lower()

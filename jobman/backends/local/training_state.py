@@ -126,3 +126,16 @@ def finish(status: dict[str, Any], primary: str, secondary: str, at: float, reas
         seconds = max(1, math.ceil(at - started))
         status["TrainingTimeInSeconds"] = seconds
         status["BillableTimeInSeconds"] = seconds
+
+
+def set_starting_message(status: dict[str, Any], message: str | None) -> bool:
+    """Set the open Starting transition's StatusMessage (None: the plain one), as SageMaker updates it in
+    place while it provisions; True if that changed anything (so the caller knows to write the file)."""
+    transitions = status.get("SecondaryStatusTransitions") or []
+    if status.get("SecondaryStatus") != "Starting" or not transitions or transitions[-1].get("Status") != "Starting":
+        return False
+    wanted = message or _MESSAGES["Starting"]
+    if transitions[-1].get("StatusMessage") == wanted:
+        return False
+    transitions[-1]["StatusMessage"] = wanted
+    return True

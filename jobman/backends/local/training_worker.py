@@ -216,6 +216,9 @@ def _round_logger(run: TrainingRun) -> Any:
             return False
 
         def final_metrics(self) -> list[dict[str, Any]]:
+            """FinalMetricDataList as SageMaker fills it: the last value each metric's regex found in the log,
+            one per metric and channel. With early stopping that is the last round's (best iteration +
+            early_stopping_rounds), not the best round's, exactly as on SageMaker."""
             return [{"MetricName": k, "Value": v, "Timestamp": self.stamp} for k, v in self.last.items()]
 
     return RoundLogger()
