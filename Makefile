@@ -37,6 +37,7 @@ bench: $(INSTALLED_TEST)
 	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/invoke.py
 	$(BIN)/python bench/transform.py
+	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/cli.py
 
 clean:

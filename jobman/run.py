@@ -211,6 +211,8 @@ class ExperimentRun(Workflow):
         except JobmanError as teardown_error:
             self.reporter.step(f"teardown of run {run.number} incomplete: {teardown_error}")
             message = f"{message}; teardown incomplete: {teardown_error}"
+        if (await self.ledger.run(run.id)).finished:
+            return  # ended meanwhile by another process (`jobman stop`): its record stands
         await self.ledger.update_run(run.id, status=RunStatus.FAILED, message=message, finished_at=self.clock.now())
 
     async def _interrupted(self, run: Run, message: str) -> Unreachable:

@@ -9,6 +9,7 @@ from jobman.cost import Cost, price_table, resource_cost, total
 from jobman.kinds import TEARDOWN_ORDER
 from jobman.ledger.store import Ledger, Resource, Run
 from jobman.states import Status, meaning
+from jobman.trials import best_of, trials_of
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -36,6 +37,23 @@ def resource_view(r: Resource, run: Run, now: datetime) -> dict[str, Any]:
         "instance_count": r.instance_count,
         "billed_s": None if cost is None else round(cost.billed_s, 1),
         "cost_usd": None if cost is None else cost.usd,
+    }
+
+
+def sweep_view(resources: list[Resource], run: Run, now: datetime) -> dict[str, Any] | None:
+    """The run's trials (number, parameters, objective, status, billed time, cost), the best marked, and the
+    sweep's total cost; None for a run without a sweep."""
+    trials = trials_of(resources)
+    if not trials:
+        return None
+    best = best_of(trials)
+    costs = [c for c in (resource_cost(t.resource, run.backend, now) for t in trials) if c is not None]
+    return {
+        "objective": trials[0].objective,
+        "direction": trials[0].direction,
+        "best_trial": None if best is None else best.number,
+        "cost_usd": total(costs),
+        "trials": [t.view(run.backend, now, t is best) for t in trials],
     }
 
 
@@ -77,6 +95,7 @@ async def status_view(ledger: Ledger, now: datetime, *, experiment: str | None =
             "runs": [{"number": r.number, "status": r.status, "started_at": _iso(r.started_at)} for r in runs],
             "resources": [resource_view(r, by_id[r.run_id], now) for r in resources],
             "cost_usd": total(costs),
+            "sweep": sweep_view([r for r in resources if r.run_id == latest.id], latest, now),
         })
     prices = price_table()
     return {

@@ -56,6 +56,11 @@ class Trial:
         }
 
 
+def params_text(params: dict[str, Any]) -> str:
+    """`eta=0.1437 max_depth=3 subsample=0.8`: parameters as the console and the status screen show them."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def trials_of(resources: list[Resource]) -> list[Trial]:
     """The trials among `resources`, by number."""
     found = []

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from jobman.cost import FREE_BACKENDS
 from jobman.durations import format_duration
+from jobman.trials import params_text
 
 STATUS_STYLE = {
     "terminal-ok": "green", "terminal-failed": "red", "pending": "yellow", "transient": "yellow",
@@ -103,11 +104,56 @@ def experiment_table(exp: dict[str, Any], width: int, *, wide: bool) -> Table:
     return table
 
 
+def sweep_title(exp: dict[str, Any]) -> str:
+    sweep = exp["sweep"]
+    parts = [f"sweep: {len(sweep['trials'])} trials", f"{sweep['direction']} {sweep['objective']}"]
+    if sweep["best_trial"] is not None:
+        parts.append(f"best trial {sweep['best_trial']}")
+    if exp["backend"] not in FREE_BACKENDS:
+        parts.append(f"cost {usd(sweep['cost_usd'])}")
+    return " · ".join(parts)
+
+
+def sweep_table(exp: dict[str, Any], width: int, *, wide: bool) -> Table:
+    """One row a trial: its number (the best marked), parameters, objective, status, billed time and cost."""
+    trials = exp["sweep"]["trials"]
+    free = exp["backend"] in FREE_BACKENDS
+    columns: dict[str, list[str | Text]] = {
+        "trial": [f"{t['number']}{'*' if t['best'] else ''}" for t in trials],
+        "params": [params_text(t["params"]) for t in trials],
+        "objective": ["-" if t["objective"] is None else f"{t['objective']:.5g}" for t in trials],
+        "status": [Text(t["status"], style=STATUS_STYLE.get(t["meaning"], "")) for t in trials],
+        "billed": ["-" if t["billed_s"] is None else format_duration(t["billed_s"]) for t in trials],
+    }
+    if wide or not free:
+        columns["cost"] = ["free" if free else usd(t["cost_usd"]) for t in trials]
+    widths = {name: max([len(name), *(len(str(v)) for v in values)]) for name, values in columns.items()}
+    if not wide:
+        others = sum(w for name, w in widths.items() if name != "params") + GAP * (len(widths) - 1)
+        widths["params"] = max(min(widths["params"], width - others), MIN_NAME)
+    table = Table(box=None, pad_edge=False, padding=(0, GAP, 0, 0), expand=False, header_style="bold underline")
+    for name, w in widths.items():
+        table.add_column(name, no_wrap=not wide, min_width=w, max_width=None if wide else w, overflow="ellipsis",
+                         justify="right" if name in ("trial", "objective", "billed", "cost") else "left")
+    for row in zip(*columns.values(), strict=True):
+        table.add_row(*row)
+    return table
+
+
 def status_screen(view: dict[str, Any], width: int, *, wide: bool = False) -> Iterator[Table | Text | str]:
-    """What `jobman status` prints, in order: a table per experiment, then the price note."""
+    """What `jobman status` prints, in order: a table per experiment (and its sweep's trials), then the price
+    note. In the narrow form the trials' training jobs appear only in the trials table."""
     for exp in view["experiments"]:
         yield Text(experiment_title(exp), style="bold")
-        yield experiment_table(exp, width, wide=wide)
+        sweep = exp.get("sweep")
+        shown = exp
+        if sweep is not None and not wide:
+            trial_names = {t["name"] for t in sweep["trials"]}
+            shown = {**exp, "resources": [r for r in exp["resources"] if r["name"] not in trial_names]}
+        yield experiment_table(shown, width, wide=wide)
+        if sweep is not None:
+            yield Text(sweep_title(exp), style="bold")
+            yield sweep_table(exp, width, wide=wide)
         if not wide and any(_being_deleted(r) for r in exp["resources"]):
             yield f"{DELETING_MARK} being deleted"
     prices = view["prices"]

@@ -209,10 +209,12 @@ def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 
 def test_an_idle_server_waits_for_a_pending_schedule(fresh_home: Path) -> None:
-    server = LocalServer(fresh_home, daemon.ensure_running(fresh_home, idle_timeout_s=2))
+    # The schedule must be created before the server first idles out: 6 s leaves room for a loaded machine
+    # between the start and the first request; the schedule falls due well past that.
+    server = LocalServer(fresh_home, daemon.ensure_running(fresh_home, idle_timeout_s=6))
     process = supervisor.ProcessRef.from_json(read_json(layout(fresh_home).server_json))
     assert process is not None
-    expression, due = _at(5)
+    expression, due = _at(10)
     _create(server.client("scheduler"), "idle-ttl", expression, _target("deleteModel", ModelName="idle"))
     _model(server, "idle")
     while time.time() < due - 0.5:  # past the idle timeout, with no request meanwhile
@@ -220,4 +222,4 @@ def test_an_idle_server_waits_for_a_pending_schedule(fresh_home: Path) -> None:
     assert supervisor.is_alive(process)
     wait_for(lambda: "idle" not in _model_names(server), timeout_s=10)
     wait_for(lambda: not supervisor.is_alive(process), timeout_s=15)  # fired: now it may stop for idleness
-    assert "idle for 2 s with nothing running: stopping" in layout(fresh_home).server_log.read_text()
+    assert "idle for 6 s with nothing running: stopping" in layout(fresh_home).server_log.read_text()

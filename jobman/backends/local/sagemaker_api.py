@@ -15,6 +15,7 @@ from aiohttp import web
 
 from jobman.backends.local import arns, describe_defaults, validation, wire
 from jobman.backends.local.endpoints import EndpointManager
+from jobman.backends.local.job_manager import JobManager
 from jobman.backends.local.listing import ListSpec, list_resources, paginate
 from jobman.backends.local.store import Layout, RecordStore
 from jobman.backends.local.training import TrainingManager
@@ -169,22 +170,31 @@ class SageMakerApi:
         return {"TrainingJobArn": self.training.create(region, request)["TrainingJobArn"]}
 
     def describe_training_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        record = self._get(region, arns.TRAINING_JOB, _name(body, "TrainingJobName"))
-        return self.training.describe(region, record)
+        return self._describe_job(region, body, self.training)
 
     def list_training_jobs(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         self.training.start_waiting()  # free training slots go to waiting jobs before they are listed
-        items = [self.training.summary(region, r) for r in self.store(region, arns.TRAINING_JOB).all()]
-        page = list_resources(items, body, _LISTS[arns.TRAINING_JOB])
-        return _page("TrainingJobSummaries", page.items, page.next_token)
+        return self._list_jobs(region, body, self.training, "TrainingJobSummaries")
 
     def stop_training_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = _name(body, "TrainingJobName")
-        self._get(region, arns.TRAINING_JOB, name)
-        status = self.training.stop(region, name)
+        return self._stop_job(region, body, self.training, "training job")
+
+    # --- what training and transform jobs share ---
+
+    def _describe_job(self, region: str, body: dict[str, Any], jobs: JobManager) -> dict[str, Any]:
+        return jobs.describe(region, self._get(region, jobs.resource_type, _name(body, jobs.name_key)))
+
+    def _list_jobs(self, region: str, body: dict[str, Any], jobs: JobManager, key: str) -> dict[str, Any]:
+        items = [jobs.summary(region, r) for r in self.store(region, jobs.resource_type).all()]
+        page = list_resources(items, body, _LISTS[jobs.resource_type])
+        return _page(key, page.items, page.next_token)
+
+    def _stop_job(self, region: str, body: dict[str, Any], jobs: JobManager, noun: str) -> dict[str, Any]:
+        name = _name(body, jobs.name_key)
+        self._get(region, jobs.resource_type, name)
+        status = jobs.stop(region, name)
         if status not in ("InProgress", "Stopping"):
-            raise AwsError("ValidationException",
-                           f"The request was rejected because the training job is in status {status}.")
+            raise AwsError("ValidationException", f"The request was rejected because the {noun} is in status {status}.")
         return {}
 
     # --- transform jobs ---
@@ -205,22 +215,13 @@ class SageMakerApi:
         return {"TransformJobArn": self.transforms.create(region, request, container)["TransformJobArn"]}
 
     def describe_transform_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        record = self._get(region, arns.TRANSFORM_JOB, _name(body, "TransformJobName"))
-        return self.transforms.describe(region, record)
+        return self._describe_job(region, body, self.transforms)
 
     def list_transform_jobs(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        items = [self.transforms.summary(region, r) for r in self.store(region, arns.TRANSFORM_JOB).all()]
-        page = list_resources(items, body, _LISTS[arns.TRANSFORM_JOB])
-        return _page("TransformJobSummaries", page.items, page.next_token)
+        return self._list_jobs(region, body, self.transforms, "TransformJobSummaries")
 
     def stop_transform_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = _name(body, "TransformJobName")
-        self._get(region, arns.TRANSFORM_JOB, name)
-        status = self.transforms.stop(region, name)
-        if status not in ("InProgress", "Stopping"):
-            raise AwsError("ValidationException",
-                           f"The request was rejected because the transform job is in status {status}.")
-        return {}
+        return self._stop_job(region, body, self.transforms, "transform job")
 
     # --- models ---
 

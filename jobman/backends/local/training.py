@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from jobman.backends.local import arns, capacity, describe_defaults, supervisor
-from jobman.backends.local.store import Layout, RecordStore, atomic_write_json, read_json
+from jobman.backends.local.job_manager import STOP_GRACE_S, JobManager
+from jobman.backends.local.store import Layout, atomic_write_json, read_json
 from jobman.backends.local.supervisor import ProcessRef
 from jobman.backends.local.training_state import (
     TERMINAL,
@@ -35,7 +36,6 @@ from jobman.images import is_builtin_xgboost
 log = logging.getLogger("jobman.local.training")
 
 WORKER_MODULE = "jobman.backends.local.training_worker"
-STOP_GRACE_S = 10.0  # SIGKILL a worker that has not stopped this long after SIGTERM
 MAX_RUNTIME_SLACK_S = 30.0  # backstop if a worker misses its own MaxRuntimeInSeconds alarm
 QUEUE_KEY = "JobmanQueuedNs"  # in the job's record (never echoed): creation order to the nanosecond, for FIFO
 # DescribeTrainingJob fields that are the create request's own, returned as given.
@@ -52,20 +52,17 @@ _STATUS_FIELDS = (
 )
 
 
-class TrainingManager:
+class TrainingManager(JobManager):
+    resource_type, name_key, status_key = arns.TRAINING_JOB, "TrainingJobName", "TrainingJobStatus"
+
     def __init__(self, layout: Layout, spawn: supervisor.Spawner = supervisor.spawn_module,
                  max_training: int | None = None) -> None:
-        self.layout = layout
-        self.spawn = spawn
+        super().__init__(layout, spawn)
         # Read once, at construction, so that a bad value stops the server before it serves anything.
         self.max_training = capacity.max_training() if max_training is None else max_training
-        self._finished: set[tuple[str, str]] = set()  # terminal jobs whose worker is gone: nothing left to watch
 
-    def records(self, region: str) -> RecordStore:
-        return RecordStore(self.layout.resources(region, arns.TRAINING_JOB))
-
-    def files(self, region: str, name: str) -> JobFiles:
-        return JobFiles(self.layout.training_dir(region, name))
+    def folder(self, region: str, name: str) -> Path:
+        return self.layout.training_dir(region, name)
 
     # --- create / start ---
 
@@ -254,33 +251,4 @@ class TrainingManager:
         started = status.get("TrainingStartTime") or (read_json(files.worker) or {}).get("started") or time.time()
         if isinstance(limit, int | float) and limit > 0 and time.time() - started > limit + MAX_RUNTIME_SLACK_S:
             self.stop(region, name, "MaxRuntimeExceeded")
-
-    def counts(self) -> Counter[str]:
-        totals: Counter[str] = Counter()
-        for region in self.layout.regions():
-            for record in self.records(region).all():
-                totals[self.observe(region, record["TrainingJobName"])["TrainingJobStatus"]] += 1
-        return totals
-
-    def running(self) -> list[tuple[str, str]]:
-        """(region, name) of the jobs whose worker has not finished."""
-        found = []
-        for region in self.layout.regions():
-            records = self.records(region)
-            for key in records.names():
-                if (region, key) in self._finished:
-                    continue
-                if self.observe(region, key)["TrainingJobStatus"] in ("InProgress", "Stopping"):
-                    record = records.get(key)
-                    found.append((region, record["TrainingJobName"] if record else key))
-        return found
-
-    async def stop_all(self) -> None:
-        """Stop every running job and wait for the workers to go (the server's `stop --endpoints`)."""
-        for region, name in self.running():
-            self.stop(region, name)
-            worker = ProcessRef.from_json(read_json(self.files(region, name).worker))
-            if worker is not None:
-                await supervisor.aterminate(worker, STOP_GRACE_S)
-            self.observe(region, name)
 

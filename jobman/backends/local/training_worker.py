@@ -9,7 +9,6 @@ StoppingCondition.MaxRuntimeInSeconds (as MaxRuntimeExceeded).
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import time
@@ -277,13 +276,8 @@ def _raise(exc: BaseException) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    supervisor.keep_out_sklearn()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", required=True, type=Path, help="the local backend's folder")
-    parser.add_argument("--region", required=True)
-    parser.add_argument("--name", required=True)
-    args = parser.parse_args(argv)
-    run = TrainingRun(Layout(args.root), args.region, args.name)
+    job = supervisor.worker_start(argv, __doc__)
+    run = TrainingRun(Layout(job.root), job.region, job.name)
     signal.signal(signal.SIGTERM, lambda *_: _raise(Interrupted("Stopped")))
     warnings.showwarning = lambda message, *_rest, **_kw: run.log(f"[WARNING] {message}")
     try:

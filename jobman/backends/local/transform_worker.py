@@ -15,7 +15,6 @@ neighbours, and only the assembly of the answers differs.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import gzip
 import hashlib
@@ -333,13 +332,8 @@ def _interrupt(*_: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    supervisor.keep_out_sklearn()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", required=True, type=Path, help="the local backend's folder")
-    parser.add_argument("--region", required=True)
-    parser.add_argument("--name", required=True)
-    args = parser.parse_args(argv)
-    run = TransformRun(Layout(args.root), args.region, args.name)
+    job = supervisor.worker_start(argv, __doc__)
+    run = TransformRun(Layout(job.root), job.region, job.name)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         run.run()

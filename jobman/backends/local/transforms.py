@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from jobman.backends.local import arns, describe_defaults, supervisor
-from jobman.backends.local.store import Layout, RecordStore, atomic_write_json, read_json
+from jobman.backends.local.job_manager import STOP_GRACE_S, JobManager
+from jobman.backends.local.store import Layout, atomic_write_json, read_json
 from jobman.backends.local.supervisor import ProcessRef
 from jobman.backends.local.transform_state import TERMINAL, JobFiles, finish, initial_status, stopping
 from jobman.backends.local.wire import now
@@ -22,7 +23,6 @@ from jobman.backends.local.wire import now
 log = logging.getLogger("jobman.local.transforms")
 
 WORKER_MODULE = "jobman.backends.local.transform_worker"
-STOP_GRACE_S = 10.0  # SIGKILL a worker that has not stopped this long after SIGTERM
 # DescribeTransformJob fields that are the create request's own (with the defaults filled in at create).
 _FROM_REQUEST = (
     "TransformJobName", "ModelName", "MaxConcurrentTransforms", "ModelClientConfig", "MaxPayloadInMB",
@@ -32,17 +32,14 @@ _FROM_REQUEST = (
 _STATUS_FIELDS = ("TransformJobStatus", "FailureReason", "TransformStartTime", "TransformEndTime")
 
 
-class TransformManager:
+class TransformManager(JobManager):
+    resource_type, name_key, status_key = arns.TRANSFORM_JOB, "TransformJobName", "TransformJobStatus"
+
     def __init__(self, layout: Layout, spawn: supervisor.Spawner = supervisor.spawn_module) -> None:
-        self.layout = layout
-        self.spawn = spawn
-        self._finished: set[tuple[str, str]] = set()  # terminal jobs: nothing left to watch
+        super().__init__(layout, spawn)
 
-    def records(self, region: str) -> RecordStore:
-        return RecordStore(self.layout.resources(region, arns.TRANSFORM_JOB))
-
-    def files(self, region: str, name: str) -> JobFiles:
-        return JobFiles(self.layout.transform_dir(region, name))
+    def folder(self, region: str, name: str) -> Path:
+        return self.layout.transform_dir(region, name)
 
     # --- create / start ---
 
@@ -163,32 +160,3 @@ class TransformManager:
         stop = files.stop_request()
         if stop is not None and time.time() - float(stop.get("at", 0)) > STOP_GRACE_S:
             supervisor.send_signal(worker, signal.SIGKILL)
-
-    def counts(self) -> Counter[str]:
-        totals: Counter[str] = Counter()
-        for region in self.layout.regions():
-            for record in self.records(region).all():
-                totals[self.observe(region, record["TransformJobName"])["TransformJobStatus"]] += 1
-        return totals
-
-    def running(self) -> list[tuple[str, str]]:
-        """(region, name) of the jobs whose worker has not finished."""
-        found = []
-        for region in self.layout.regions():
-            records = self.records(region)
-            for key in records.names():
-                if (region, key) in self._finished:
-                    continue
-                if self.observe(region, key)["TransformJobStatus"] in ("InProgress", "Stopping"):
-                    record = records.get(key)
-                    found.append((region, record["TransformJobName"] if record else key))
-        return found
-
-    async def stop_all(self) -> None:
-        """Stop every running job and wait for the workers to go (the server's `stop --endpoints`)."""
-        for region, name in self.running():
-            self.stop(region, name)
-            worker = ProcessRef.from_json(read_json(self.files(region, name).worker))
-            if worker is not None:
-                await supervisor.aterminate(worker, STOP_GRACE_S)
-            self.observe(region, name)

@@ -1,0 +1,78 @@
+"""What the server's training and transform jobs share: their records and files, and counting, finding and
+stopping the ones that run. A job's state is its worker's files and whether that worker lives, never
+server memory, so a server restart loses nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from jobman.backends.local import supervisor
+from jobman.backends.local.store import Layout, RecordStore, read_json
+from jobman.backends.local.supervisor import ProcessRef
+from jobman.backends.local.training_state import JobFiles
+
+STOP_GRACE_S = 10.0  # SIGKILL a worker that has not stopped this long after SIGTERM
+RUNNING = ("InProgress", "Stopping")
+
+
+class JobManager:
+    resource_type: str  # the ARN resource type, which also names the records' folder
+    name_key: str  # e.g. "TrainingJobName"
+    status_key: str  # e.g. "TrainingJobStatus"
+
+    def __init__(self, layout: Layout, spawn: supervisor.Spawner) -> None:
+        self.layout = layout
+        self.spawn = spawn
+        self._finished: set[tuple[str, str]] = set()  # terminal jobs whose worker is gone: nothing left to watch
+
+    def folder(self, region: str, name: str) -> Path:
+        raise NotImplementedError
+
+    def observe(self, region: str, name: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stop(self, region: str, name: str) -> str:
+        raise NotImplementedError
+
+    def describe(self, region: str, record: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def summary(self, region: str, record: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def records(self, region: str) -> RecordStore:
+        return RecordStore(self.layout.resources(region, self.resource_type))
+
+    def files(self, region: str, name: str) -> JobFiles:
+        return JobFiles(self.folder(region, name))
+
+    def counts(self) -> Counter[str]:
+        totals: Counter[str] = Counter()
+        for region in self.layout.regions():
+            for record in self.records(region).all():
+                totals[self.observe(region, record[self.name_key])[self.status_key]] += 1
+        return totals
+
+    def running(self) -> list[tuple[str, str]]:
+        """(region, name) of the jobs whose worker has not finished."""
+        found = []
+        for region in self.layout.regions():
+            records = self.records(region)
+            for key in records.names():
+                if (region, key) in self._finished:
+                    continue
+                if self.observe(region, key)[self.status_key] in RUNNING:
+                    record = records.get(key)
+                    found.append((region, record[self.name_key] if record else key))
+        return found
+
+    async def stop_all(self) -> None:
+        """Stop every running job and wait for the workers to go (the server's `stop --endpoints`)."""
+        for region, name in self.running():
+            self.stop(region, name)
+            worker = ProcessRef.from_json(read_json(self.files(region, name).worker))
+            if worker is not None:
+                await supervisor.aterminate(worker, STOP_GRACE_S)
+            self.observe(region, name)
