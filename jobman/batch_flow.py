@@ -18,7 +18,7 @@ from pathlib import Path
 
 from jobman.batch import TransformPlace, TransformSettings, copy_rows, transform_request
 from jobman.clock import utc_iso
-from jobman.config import MAX_EXPERIMENT_NAME, EvaluationConfig
+from jobman.config import EvaluationConfig
 from jobman.durations import format_duration
 from jobman.errors import ConfigError, JobmanError
 from jobman.kinds import KIND_API, Kind
@@ -28,6 +28,7 @@ from jobman.outputs import atomic_output
 from jobman.reconciler import teardown_chain
 from jobman.states import Status
 from jobman.tags import TAG_EXPIRES
+from jobman.trials import best_of, trials_of
 from jobman.workflow import Workflow
 
 _RUN_REF = re.compile(r"^(?P<experiment>[^/]+)/r(?P<number>\d+)$")
@@ -80,7 +81,12 @@ async def _runs_of(ledger: Ledger, experiment: str, ref: str) -> list[Run]:
 
 
 async def _trained(ledger: Ledger, run: Run, ref: str) -> Resource:
-    jobs = [j for j in await ledger.resources(run_ids=[run.id], kinds=[Kind.TRAINING_JOB]) if _model_data(j)]
+    """The run's trained job: its only one, or a sweep's best trial (the one the run deployed)."""
+    found = await ledger.resources(run_ids=[run.id], kinds=[Kind.TRAINING_JOB])
+    best = best_of(trials_of(found))
+    if best is not None and _model_data(best.resource):
+        return best.resource
+    jobs = [j for j in found if _model_data(j)]
     if not jobs:
         raise ConfigError(f"{ref}: run {run.number} has no completed training job, so no model to transform with")
     return jobs[0]
@@ -100,7 +106,8 @@ class BatchPrediction(Workflow):
             if rows == 0:
                 raise ConfigError(f"{input_csv}: no data rows to transform")
             number = await self._next_number(run)
-            names = {kind: batch_name(self._experiment(training, run), run.number, number, kind)
+            experiment = next(e.name for e in await self.ledger.experiments() if e.id == run.experiment_id)
+            names = {kind: batch_name(experiment, run.number, number, kind)
                      for kind in (Kind.MODEL, Kind.TRANSFORM_JOB)}
             place = _place(training, number)
             created: list[str] = []
@@ -148,7 +155,7 @@ class BatchPrediction(Workflow):
         rows = [r for r in await self.ledger.resources(run_ids=[run.id]) if r.name in names.values()]
         try:
             await self.reconciler.tear_down(teardown_chain(rows), poll_s=self.timing.endpoint_poll_s,
-                                            on_pass=self._report)
+                                            on_pass=self.report_pass)
         except JobmanError as exc:
             problems.append(str(exc))
         if place.prefix in created and not options.keep_s3:
@@ -165,12 +172,6 @@ class BatchPrediction(Workflow):
         pattern = re.compile(rf"-b(\d+)-(?:{suffixes})$")
         used = [int(m[1]) for r in await self.ledger.resources(run_ids=[run.id]) if (m := pattern.search(r.name))]
         return max(used, default=0) + 1
-
-    @staticmethod
-    def _experiment(training: Resource, run: Run) -> str:
-        """The experiment part of the run's names: its training job's name without `-r<N>-train`."""
-        suffix = f"-r{run.number}-{KIND_API[Kind.TRAINING_JOB].suffix}"
-        return training.name.removesuffix(suffix)[:MAX_EXPERIMENT_NAME]
 
 
 def _place(training: Resource, number: int) -> TransformPlace:

@@ -139,16 +139,24 @@ class ExperimentRun(Workflow):
         if self.x.sweep is not None:
             write_trial_outputs(out_dir, trials_of(await self.ledger.resources(run_ids=[run.id])),
                                 self.x.sweep.objective)
-        metrics = run.metrics
         if self.x.evaluation.mode == "transform":
-            if metrics is None:
-                place = TransformPlace(bucket, f"{prefix}/transform")
-                metrics = await self._evaluate_by_transform(run, job, data, place, out_dir)
-                run = await self.ledger.update_run(run.id, metrics=metrics)
-            outcome.metrics = metrics
+            place = TransformPlace(bucket, f"{prefix}/transform")
+            metrics, kept = await self._transform_step(run, job, data, place, out_dir), None
+        else:
+            metrics, kept = await self._endpoint_step(run, job, data, out_dir)
+        outcome.metrics, outcome.kept_endpoint = metrics, kept
+        if kept is not None:
+            self.reporter.step(self._keeping(kept))
+        else:
             await self.teardown(run)
-            outcome.run = await self.ledger.update_run(run.id, status=RunStatus.SUCCEEDED, finished_at=self.clock.now())
-            return outcome
+        outcome.run = await self.ledger.update_run(run.id, status=RunStatus.SUCCEEDED, finished_at=self.clock.now())
+        return outcome
+
+    async def _endpoint_step(
+        self, run: Run, job: Resource, data: PreparedData, out_dir: Path,
+    ) -> tuple[dict[str, Any], Resource | None]:
+        """Deploy, invoke, score; the metrics and the endpoint that `keep` keeps (None: tear it down)."""
+        metrics = run.metrics
         keep = self.x.endpoint.keep
         # A resumed run that already evaluated neither invokes again nor brings back a deleted or expired endpoint.
         redeploy = metrics is None or (keep and await self._expiry(run) > self.clock.now())
@@ -156,15 +164,18 @@ class ExperimentRun(Workflow):
         if metrics is None:
             assert endpoint is not None
             metrics = await self._evaluate(endpoint, data, out_dir)
-            run = await self.ledger.update_run(run.id, metrics=metrics)
-        outcome.metrics = metrics
-        if endpoint is not None and keep:
-            outcome.kept_endpoint = endpoint
-            self.reporter.step(self._keeping(endpoint))
-        else:
-            await self.teardown(run)
-        outcome.run = await self.ledger.update_run(run.id, status=RunStatus.SUCCEEDED, finished_at=self.clock.now())
-        return outcome
+            await self.ledger.update_run(run.id, metrics=metrics)
+        return metrics, endpoint if keep else None
+
+    async def _transform_step(
+        self, run: Run, job: Resource, data: PreparedData, place: TransformPlace, out_dir: Path,
+    ) -> dict[str, Any]:
+        """A transform job instead of an endpoint; a resumed run that already evaluated does not again."""
+        if run.metrics is not None:
+            return run.metrics
+        metrics = await self._evaluate_by_transform(run, job, data, place, out_dir)
+        await self.ledger.update_run(run.id, metrics=metrics)
+        return metrics
 
     async def _open_run(self) -> tuple[Run, bool]:
         now = self.clock.now()
@@ -510,4 +521,4 @@ class ExperimentRun(Workflow):
         if not chain:
             return
         self.reporter.step(f"tearing down run {run.number}")
-        await self.reconciler.tear_down(chain, poll_s=self.timing.endpoint_poll_s, on_pass=self._report)
+        await self.reconciler.tear_down(chain, poll_s=self.timing.endpoint_poll_s, on_pass=self.report_pass)

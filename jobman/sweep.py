@@ -179,7 +179,7 @@ class Sweep:
         now = self.flow.clock.now()
         due = [r for r in in_flight if self.retry_at.get(r.id, now) <= now]
         result = await self.flow.reconciler.reconcile(due, create=True)
-        await self.flow._report(result)
+        await self.flow.report_pass(result)
         latest = {r.id: result.get(r) for r in in_flight}
         for r, error in result.errors:
             latest[r.id] = await self._on_error(latest[r.id], error)

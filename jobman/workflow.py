@@ -82,7 +82,7 @@ class Workflow:
         cursor: list[str | None] = [None]
 
         async def on_pass(result: PassResult) -> None:
-            await self._report(result)
+            await self.report_pass(result)
             job = result.get(resources[0])
             if logs and job.status not in (Status.ABSENT, Status.PENDING):
                 lines, cursor[0] = await self.backend.training_log(job.name, cursor[0])
@@ -97,7 +97,7 @@ class Workflow:
             raise outcome.failed[0][1]
         return outcome
 
-    async def _report(self, result: PassResult) -> None:
+    async def report_pass(self, result: PassResult) -> None:
         for _, after in result.changes:  # in the order they happened
             self.reporter.status(after)
         for resource, error in result.errors:

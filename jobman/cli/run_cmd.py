@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.status import Status
@@ -26,7 +27,8 @@ class ConsoleReporter:
     """Steps, status changes and training log lines as they happen, under a spinner that says what the
     run is waiting for (on a terminal); a progress bar with rows per second while invoking."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Console | None = None) -> None:
+        self.out = out or console  # `jobman transform` reports to stderr: its predictions may go to stdout
         self._progress: Progress | None = None
         self._spinner: Status | None = None
 
@@ -38,10 +40,10 @@ class ConsoleReporter:
     def _waiting(self, what: str) -> None:
         """Show `what` beside the spinner; one live display at a time, so never while invoking."""
         self._end_progress()
-        if not console.is_terminal:
+        if not self.out.is_terminal:
             return
         if self._spinner is None:
-            self._spinner = console.status(what, spinner="dots")
+            self._spinner = self.out.status(what, spinner="dots")
             self._spinner.start()
         else:
             self._spinner.update(what)
@@ -53,18 +55,18 @@ class ConsoleReporter:
 
     def step(self, message: str) -> None:
         self._waiting(escape(message))
-        console.print(f"[bold]•[/bold] {message}", highlight=False)
+        self.out.print(f"[bold]•[/bold] {message}", highlight=False)
 
     def log_line(self, line: str) -> None:
         shown = line.rstrip().replace(CLOUDWATCH_TAB, "\t")
-        console.print(f"  [dim]{escape(shown)}[/dim]", highlight=False)
+        self.out.print(f"  [dim]{escape(shown)}[/dim]", highlight=False)
 
     def status(self, resource: Resource) -> None:
         self._waiting(f"{resource.kind.value} {resource.name}: {resource.status}")
         style = STATUS_STYLE.get(meaning(resource.kind, resource.status).value, "")
         extra = f" ({resource.failure_reason})" if resource.failure_reason else ""
         wanted = "" if resource.desired is Desired.PRESENT else " [dim](tearing down)[/dim]"
-        console.print(
+        self.out.print(
             f"  {resource.kind.value} {resource.name}: [{style}]{resource.status}[/{style}]{extra}{wanted}",
             highlight=False,
         )
@@ -75,7 +77,7 @@ class ConsoleReporter:
         progress = Progress(
             TextColumn("  invoking"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]} rows/s"), TimeElapsedColumn(),
-            console=console, transient=True, disable=not console.is_terminal,
+            console=self.out, transient=True, disable=not self.out.is_terminal,
         )
         progress.start()
         self._progress = progress

@@ -41,7 +41,7 @@ def transform_command(
                               f"{TRANSFORM_TIMEOUT_RANGE.words}, got {timeout!r}")
         options = BatchOptions(header=header, instance_type=instance_type, instance_count=instance_count,
                                timeout_s=timeout_s, keep_s3=keep_s3)
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter(err_console)
 
     async def main() -> BatchOutcome:
         task = asyncio.current_task()

@@ -99,3 +99,22 @@ async def test_a_job_past_its_timeout_leaves_no_output_and_cleans_up(
     assert trained.calls["stop_transform_job"] == 1
     assert not [k for k, _ in trained.resources if k is Kind.MODEL]
     assert not [uri for uri in trained.objects if "/batch-" in uri]
+
+
+async def test_a_sweep_run_transforms_with_its_best_trial(ledger: Ledger, clock: FakeClock, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobman.trials import best_of, trials_of
+    from tests.unit.test_sweep import fake, sweep_experiment
+
+    monkeypatch.chdir(tmp_path)
+    backend = fake(clock)
+    await ExperimentRun(sweep_experiment(tmp_path, trials=4, parallel=2), ledger, backend, clock=clock,
+                        timing=TIMING).execute()
+    run, job = await resolve_source(ledger, "boston-xgboost/r1")
+    best = best_of(trials_of(await ledger.resources(run_ids=[run.id])))
+    assert best is not None and job.name == best.resource.name
+    outcome = await flow(ledger, backend, clock).execute((run, job), str(write_rows(tmp_path / "in.csv", 4)),
+                                                         str(tmp_path / "out.csv"), BatchOptions(header=True))
+    assert outcome.job.name == "boston-xgboost-r1-b1-transform"
+    model = await ledger.resource_by_name(Kind.MODEL, "boston-xgboost-r1-b1-model")
+    assert model is not None and f"/{best.resource.name}/" in model.spec["PrimaryContainer"]["ModelDataUrl"]
