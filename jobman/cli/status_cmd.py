@@ -22,7 +22,8 @@ async def _open_backend(name: str, aws: AwsConfig) -> Backend:
     return await open_backend(name, aws)
 
 
-def status_command(experiment: str | None, as_json: bool, wide: bool) -> None:
+def status_command(experiment: str | None, as_json: bool, wide: bool, mine: bool = False) -> None:
+    from jobman.identity import current_user
     from jobman.status import has_expired, status_view
 
     async def main() -> tuple[dict[str, Any], list[str]]:
@@ -34,7 +35,8 @@ def status_command(experiment: str | None, as_json: bool, wide: bool) -> None:
                 from jobman.fleet import refresh_expired
 
                 notes = await refresh_expired(ledger, _open_backend, SystemClock())
-            return await status_view(ledger, SystemClock().now(), experiment=experiment), notes
+            user = current_user() if mine else None
+            return await status_view(ledger, SystemClock().now(), experiment=experiment, mine=user), notes
 
     with domain_errors():
         view, notes = asyncio.run(main())
@@ -44,7 +46,7 @@ def status_command(experiment: str | None, as_json: bool, wide: bool) -> None:
         print_json(view)
         return
     if not view["experiments"]:
-        console.print("no experiments in the ledger")
+        console.print("no experiments of yours in the ledger" if mine else "no experiments in the ledger")
         return
     for part in status_screen(view, console.width, wide=wide):
         console.print(part, highlight=False, soft_wrap=isinstance(part, str))

@@ -78,6 +78,8 @@ class RunModel(Base):
     # The process working on it now (0002): "user@host pid N", its lease renewed while it works.
     held_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
     held_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Where a run on the local backend lives (0002): "host:JOBMAN_HOME", for the local cloud is one machine's.
+    local_site: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (UniqueConstraint("experiment_id", "number"),)
 

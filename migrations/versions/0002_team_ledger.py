@@ -1,4 +1,5 @@
-"""A ledger a team shares: who started each run, which process holds it, leases, and the indexes status needs.
+"""A ledger a team shares: who started each run, which process holds it, which machine's local cloud a local run
+is on, leases, and the indexes status and reconcile need.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +25,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("started_by_host", sa.String(length=255), nullable=True))
         batch.add_column(sa.Column("held_by", sa.String(length=320), nullable=True))
         batch.add_column(sa.Column("held_until", UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("local_site", sa.Text(), nullable=True))
         batch.create_index(batch.f("ix_runs_started_by_user"), ["started_by_user"])
     with op.batch_alter_table("resources") as batch:
         batch.create_index("ix_resources_expires_at", ["expires_at"])
@@ -45,6 +47,7 @@ def downgrade() -> None:
         batch.drop_index("ix_resources_expires_at")
     with op.batch_alter_table("runs") as batch:
         batch.drop_index(batch.f("ix_runs_started_by_user"))
+        batch.drop_column("local_site")
         batch.drop_column("held_until")
         batch.drop_column("held_by")
         batch.drop_column("started_by_host")
