@@ -1,0 +1,200 @@
+"""A ledger a team shares: jobman processes with their own JOBMAN_HOME (standing in for two machines) share one
+ledger (a real PostgreSQL; SQLite through JOBMAN_DB_URL where the race can be arranged there too) and one cloud
+(moto's server). Claims hold across them, and a holder killed with kill -9 stops nobody for longer than its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import boto3
+import pytest
+
+from jobman.config import load_experiment
+from jobman.kinds import Kind
+from jobman.ledger.db import open_engine
+from jobman.ledger.store import Ledger, Observation
+from tests.conftest import REPO, SAGEMAKER, jobman_cmd, write_experiment
+from tests.fault_proxy import FaultProxy
+from tests.moto_server import Moto
+
+TEST_ROWS = 167
+LEASE_S = "6"  # the holders' and the waiters' lease in these tests (60 s in use)
+
+
+def machine(tmp_path: Path, name: str, url: str, **extra: str) -> dict[str, str]:
+    """The environment of one "machine": its own JOBMAN_HOME, the shared ledger's URL."""
+    return {**os.environ, "JOBMAN_HOME": str(tmp_path / f"home-{name}"), "JOBMAN_DB_URL": url, "COLUMNS": "200",
+            "JOBMAN_USER": f"user-{name}", **extra}
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout_s: float = 240) -> list[tuple[int, str, str]]:
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout_s)
+        results.append((p.returncode, out, err))
+    return results
+
+
+def sagemaker(moto: Moto) -> Any:
+    return boto3.client("sagemaker", endpoint_url=moto.url, region_name="us-east-1")
+
+
+def plain_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def ledger_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    async with open_engine(url) as engine, engine.connect() as conn:
+        return [tuple(r) for r in (await conn.exec_driver_sql(sql)).all()]
+
+
+async def test_the_same_run_started_on_two_machines_at_once_makes_one_run(
+    moto: Moto, postgres_url: str, tmp_path: Path
+) -> None:
+    moto.queue_invoke_results(["\n".join(["22.5"] * TEST_ROWS) + "\n"])
+    path = write_experiment(tmp_path / "exp.toml", SAGEMAKER)
+    name = load_experiment(path).name
+    async with open_engine(postgres_url) as engine:
+        await Ledger(engine).experiment(name, create_at=datetime.now(UTC))
+    # "At the same moment": the test holds the experiment's row lock until both processes wait for it.
+    conn, watch = await asyncpg.connect(plain_dsn(postgres_url)), await asyncpg.connect(plain_dsn(postgres_url))
+    try:
+        gate = conn.transaction()
+        await gate.start()
+        await conn.execute("SELECT id FROM experiments WHERE name = $1 FOR UPDATE", name)
+        procs = [start(jobman_cmd("run", str(path)), machine(tmp_path, m, postgres_url), tmp_path) for m in "ab"]
+        # Watched from outside the gate's transaction, which would see one snapshot of pg_stat_activity.
+        while await watch.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobman' "
+                                   "AND wait_event_type = 'Lock'") < 2:
+            assert all(p.poll() is None for p in procs), finish(procs)
+            await asyncio.sleep(0.05)
+        await gate.rollback()
+    finally:
+        await conn.close()
+        await watch.close()
+    results = finish(procs)
+    assert [code for code, _, _ in results] == [0, 0], results
+    assert all("RMSE" in out for _, out, _ in results)
+    assert sum("was finished by user-" in out for _, out, _ in results) == 1, results
+    runs = await ledger_rows(postgres_url, "SELECT number, status, started_by_user, held_by FROM runs")
+    assert len(runs) == 1 and runs[0][:2] == (1, "succeeded") and runs[0][2] in ("user-a", "user-b")
+    assert runs[0][3] is None  # released
+    jobs = sagemaker(moto).list_training_jobs()["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in jobs] == [f"{name}-r1-train"]
+
+
+@pytest.fixture
+def proxy(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with FaultProxy(moto.url) as p:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
+        yield p
+
+
+async def expired_chains(url: str, moto: Moto, n: int) -> list[str]:
+    """`n` endpoint chains on the cloud, recorded in the ledger and past their expiry; the endpoints' names."""
+    client = sagemaker(moto)
+    now = datetime.now(UTC)
+    async with open_engine(url) as engine:
+        ledger = Ledger(engine)
+        exp = await ledger.experiment("shared", create_at=now - timedelta(hours=2))
+        assert exp is not None
+        run = await ledger.start_run(exp.id, digest="d", backend="sagemaker", region="us-east-1",
+                                     config_path="-", at=now - timedelta(hours=2), user="someone")
+        await ledger.update_run(run.id, status="succeeded", finished_at=now - timedelta(hours=2))
+        for i in range(n):
+            base = f"shared-r{i}"
+            client.create_model(ModelName=f"{base}-model", ExecutionRoleArn="arn:aws:iam::123456789012:role/R",
+                                PrimaryContainer={"Image": "x", "ModelDataUrl": "s3://b/m.tar.gz"})
+            client.create_endpoint_config(EndpointConfigName=f"{base}-config", ProductionVariants=[{
+                "VariantName": "AllTraffic", "ModelName": f"{base}-model", "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large"}])
+            client.create_endpoint(EndpointName=f"{base}-endpoint", EndpointConfigName=f"{base}-config")
+            for kind, suffix, status in ((Kind.MODEL, "model", "Present"), (Kind.ENDPOINT_CONFIG, "config", "Present"),
+                                         (Kind.ENDPOINT, "endpoint", "InService")):
+                row = await ledger.add_resource(run.id, kind, f"{base}-{suffix}", {}, at=now - timedelta(hours=2),
+                                                expires_at=now - timedelta(hours=1))
+                await ledger.record(row.id, Observation(status=status), at=now - timedelta(hours=1))
+    return [f"shared-r{i}-endpoint" for i in range(n)]
+
+
+async def test_two_gc_at_once_on_two_machines_delete_each_endpoint_once(
+    moto: Moto, proxy: FaultProxy, database: str, tmp_path: Path
+) -> None:
+    endpoints = await expired_chains(database, moto, 3)
+    procs = [start(jobman_cmd("gc", "--backend", "sagemaker"), machine(tmp_path, m, database), tmp_path)
+             for m in "ab"]
+    results = finish(procs)
+    assert [code for code, _, _ in results] == [0, 0], results
+    assert proxy.count("DeleteEndpoint") == len(endpoints)
+    assert sagemaker(moto).list_endpoints()["Endpoints"] == []
+    assert sagemaker(moto).list_models()["Models"] == []
+    deleting = await ledger_rows(database, "SELECT r.name FROM events e JOIN resources r ON r.id = e.resource_id "
+                                           "WHERE e.to_status = 'Deleting' ORDER BY r.name")
+    assert [name for (name,) in deleting] == sorted(endpoints)
+    leases = await ledger_rows(database, "SELECT name FROM leases")
+    assert leases == []  # released by both
+    assert not any("could not serialize" in err or "deadlock" in err for _, _, err in results)
+
+
+def hold(what: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """A process holding `what` in the ledger (see tests/team_holder.py), once it says so."""
+    holder = subprocess.Popen([sys.executable, "-m", "tests.team_holder", what, *args], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    line = holder.stdout.readline()
+    assert line == "held\n", holder.communicate(timeout=30)
+    return holder
+
+
+def kill_9(process: subprocess.Popen[str]) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+async def test_a_gc_killed_while_holding_the_gc_lease_stops_the_next_one_only_for_the_lease(
+    moto: Moto, postgres_url: str, tmp_path: Path
+) -> None:
+    endpoints = await expired_chains(postgres_url, moto, 1)
+    holder = hold("gc", machine(tmp_path, "a", postgres_url, JOBMAN_LEASE_S=LEASE_S))
+    held = await ledger_rows(postgres_url, "SELECT holder, expires_at FROM leases WHERE name = 'gc'")
+    kill_9(holder)
+    assert held and held[0][0].startswith("user-a@")
+    [(code, out, err)] = finish([start(jobman_cmd("gc", "--backend", "sagemaker"),
+                                       machine(tmp_path, "b", postgres_url, JOBMAN_LEASE_S=LEASE_S), tmp_path)])
+    assert code == 0, err
+    assert "note: waiting for user-a@" in err and "holds the gc lease" in err
+    assert endpoints[0] in out
+    assert sagemaker(moto).list_endpoints()["Endpoints"] == []
+
+
+async def test_a_run_killed_while_held_is_resumed_by_another_machine_after_the_lease(
+    moto: Moto, postgres_url: str, tmp_path: Path
+) -> None:
+    moto.queue_invoke_results(["\n".join(["22.5"] * TEST_ROWS) + "\n"])
+    path = write_experiment(tmp_path / "exp.toml", SAGEMAKER)
+    name = load_experiment(path).name
+    async with open_engine(postgres_url):
+        pass  # the schema, before the holder uses it
+    holder = hold("run", machine(tmp_path, "a", postgres_url, JOBMAN_LEASE_S=LEASE_S), str(path))
+    kill_9(holder)
+    [(code, out, err)] = finish([start(jobman_cmd("run", str(path)),
+                                       machine(tmp_path, "b", postgres_url, JOBMAN_LEASE_S=LEASE_S), tmp_path)])
+    assert code == 0, err
+    assert f"{name} run 1 is being worked on by user-a@" in out and f"resuming {name} run 1" in out, out
+    runs = await ledger_rows(postgres_url, "SELECT number, status, started_by_user, held_by FROM runs")
+    assert runs == [(1, "succeeded", "user-a", None)]
+    jobs = sagemaker(moto).list_training_jobs()["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in jobs] == [f"{name}-r1-train"]
