@@ -51,7 +51,7 @@ def elsewhere(run: Run) -> bool:
 
 async def group_by_target(ledger: Ledger, resources: list[Resource]) -> dict[Target, list[Resource]]:
     """Resources by the backend and region they live on; those on another machine's local cloud are left out."""
-    runs = await runs_by_id(ledger)
+    runs = {run.id: run for run in await ledger.runs_with_ids({r.run_id for r in resources})}
     groups: dict[Target, list[Resource]] = {}
     for r in resources:
         run = runs[r.run_id]
@@ -86,7 +86,7 @@ async def reconcile_all(
     """One pass over every live resource in the ledger: record drift, act on deadlines, finish teardowns."""
     report = FleetReport()
     async with held(ledger, "reconcile", on_wait=on_wait):  # one pass at a time, on every machine
-        tracked = await ledger.live_resources()
+        tracked = await ledger.resources_to_observe()
         for target, group in (await group_by_target(ledger, tracked)).items():
             async with opened(open_backend, target) as backend:
                 await report.absorb(await Reconciler(ledger, backend, clock).reconcile(group))

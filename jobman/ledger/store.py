@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -23,7 +23,7 @@ from jobman.ledger.db import sessionmaker
 from jobman.ledger.location import Place
 from jobman.ledger.models import Base, EventModel, ExperimentModel, LeaseModel, ResourceModel, RunModel
 from jobman.ledger.shield import uncancellable
-from jobman.states import Desired, RunStatus, Status
+from jobman.states import TRAINING_FINISHED, Desired, RunStatus, Status
 
 D = TypeVar("D")
 M = TypeVar("M", bound=Base)
@@ -232,6 +232,12 @@ class Ledger:
             return [_plain(Experiment, r) for r in rows]
 
     @transaction
+    async def runs_with_ids(self, run_ids: Iterable[int]) -> list[Run]:
+        async with self._session() as s:
+            rows = await s.scalars(select(RunModel).where(RunModel.id.in_(sorted(set(run_ids)))))
+            return [_plain(Run, r) for r in rows]
+
+    @transaction
     async def all_runs(self) -> list[Run]:
         """Every run of every experiment, in one query."""
         async with self._session() as s:
@@ -401,10 +407,17 @@ class Ledger:
             return [_plain(Resource, r) for r in await s.scalars(query)]
 
     @transaction
-    async def live_resources(self) -> list[Resource]:
-        """What a reconcile pass observes: everything but what is both unwanted and gone (an index serves it)."""
+    async def resources_to_observe(self) -> list[Resource]:
+        """What a reconcile pass looks at, chosen in the database so that history costs nothing: not what is both
+        unwanted and gone, nor a finished training job already described (it never changes again)."""
+        finished_job = and_(
+            ResourceModel.kind == Kind.TRAINING_JOB.value,
+            ResourceModel.status.in_(sorted(TRAINING_FINISHED)),
+            ResourceModel.details["described"].as_boolean().is_(True),
+        )
         query = select(ResourceModel).where(
-            or_(ResourceModel.desired != Desired.ABSENT.value, ResourceModel.status != Status.ABSENT)
+            or_(ResourceModel.desired != Desired.ABSENT.value, ResourceModel.status != Status.ABSENT),
+            ~finished_job,
         ).order_by(ResourceModel.id)
         async with self._session() as s:
             return [_plain(Resource, r) for r in await s.scalars(query)]
