@@ -37,6 +37,7 @@ bench: $(INSTALLED_TEST)
 	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/invoke.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf $(VENV) jobman-output .pytest_cache

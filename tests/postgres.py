@@ -12,6 +12,7 @@ import atexit
 import itertools
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -64,8 +65,11 @@ class PostgresServer:
         return self.root / "data"
 
     def _cmd(self, *args: str) -> list[str]:
-        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
-        return [*prefix, *args]
+        if self.user is None:
+            return list(args)
+        if shutil.which("runuser"):
+            return ["runuser", "-u", self.user, "--", *args]
+        return ["su", "-s", "/bin/sh", self.user, "-c", shlex.join(args)]
 
     def start(self) -> None:
         self.user = _run_as()
@@ -117,12 +121,19 @@ class PostgresServer:
         return f"postgresql+asyncpg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
 
+def _world_reachable(folder: Path) -> bool:
+    """Whether every folder on the way to `folder` lets other users through."""
+    return all(os.stat(part).st_mode & 0o001 for part in [folder, *folder.parents])
+
+
 def start_server() -> PostgresServer:
     bin_dir = binaries()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in "
                            "/usr/lib/postgresql/*/bin: install the `postgresql` package (.ci/run does)")
-    server = PostgresServer(bin_dir, Path(tempfile.mkdtemp(prefix="jobman-pg-")))
+    # As root, the server's user must reach its folder: the default temporary folder may be root's own.
+    parent = None if os.geteuid() != 0 or _world_reachable(Path(tempfile.gettempdir())) else "/tmp"
+    server = PostgresServer(bin_dir, Path(tempfile.mkdtemp(prefix="jobman-pg-", dir=parent)))
     atexit.register(server.stop)  # also when the session dies before its fixture's finaliser runs
     try:
         server.start()
