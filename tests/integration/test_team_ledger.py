@@ -61,12 +61,17 @@ async def ledger_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in (await conn.exec_driver_sql(sql)).all()]
 
 
+def aws_experiment(moto: Moto, tmp_path: Path) -> tuple[Path, str]:
+    """The example on the AWS backend (moto), with the predictions its one evaluation will get."""
+    moto.queue_invoke_results(["\n".join(["22.5"] * TEST_ROWS) + "\n"])
+    path = write_experiment(tmp_path / "exp.toml", SAGEMAKER)
+    return path, load_experiment(path).name
+
+
 async def test_the_same_run_started_on_two_machines_at_once_makes_one_run(
     moto: Moto, postgres_url: str, tmp_path: Path
 ) -> None:
-    moto.queue_invoke_results(["\n".join(["22.5"] * TEST_ROWS) + "\n"])
-    path = write_experiment(tmp_path / "exp.toml", SAGEMAKER)
-    name = load_experiment(path).name
+    path, name = aws_experiment(moto, tmp_path)
     async with open_engine(postgres_url) as engine:
         await Ledger(engine).experiment(name, create_at=datetime.now(UTC))
     # "At the same moment": the test holds the experiment's row lock until both processes wait for it.
@@ -183,9 +188,7 @@ async def test_a_gc_killed_while_holding_the_gc_lease_stops_the_next_one_only_fo
 async def test_a_run_killed_while_held_is_resumed_by_another_machine_after_the_lease(
     moto: Moto, postgres_url: str, tmp_path: Path
 ) -> None:
-    moto.queue_invoke_results(["\n".join(["22.5"] * TEST_ROWS) + "\n"])
-    path = write_experiment(tmp_path / "exp.toml", SAGEMAKER)
-    name = load_experiment(path).name
+    path, name = aws_experiment(moto, tmp_path)
     async with open_engine(postgres_url):
         pass  # the schema, before the holder uses it
     holder = hold("run", machine(tmp_path, "a", postgres_url, JOBMAN_LEASE_S=LEASE_S), str(path))
