@@ -19,12 +19,28 @@ def current_user() -> str:
 
 
 def current_host() -> str:
-    return socket.gethostname()[:255] or "unknown-host"
+    """`JOBMAN_HOST` when set (a container's hostname changes with every start), else the hostname."""
+    return (os.environ.get("JOBMAN_HOST", "").strip() or socket.gethostname())[:255] or "unknown-host"
 
 
 def holder_name() -> str:
     """This process among every process on every machine that shares the ledger."""
     return f"{current_user()}@{current_host()} pid {os.getpid()}"
+
+
+def stopped_here(holder: str) -> bool:
+    """Whether `holder` (a `holder_name`) is a process of this machine that no longer runs: its claim need not
+    wait for its lease to run out. A holder on another machine cannot be checked: its lease says."""
+    who, sep, pid = holder.rpartition(" pid ")
+    if not sep or not pid.isdigit() or who.rpartition("@")[2] != current_host():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's live process
+        return False
+    return False
 
 
 def local_site() -> str:

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 
 from jobman.errors import LedgerError
-from jobman.identity import holder_name
+from jobman.identity import holder_name, stopped_here
 from jobman.ledger.store import Ledger
 
 LEASE_S = 60.0
@@ -46,10 +46,16 @@ async def held(ledger: Ledger, name: str, *, on_wait: Note | None = None) -> Asy
     """The lease `name`, waited for while another live process holds it, renewed while held, released after."""
     holder, length = holder_name(), lease_s()
     told = False
+    replacing = None
     while True:
-        lease = await ledger.acquire_lease(name, holder=holder, at=wall_now(), lease_s=length)
+        lease = await ledger.acquire_lease(name, holder=holder, at=wall_now(), lease_s=length, replacing=replacing)
         if lease.holder == holder:
             break
+        if stopped_here(lease.holder):  # a dead process on this machine: no need to wait for its lease
+            if on_wait is not None:
+                on_wait(f"{lease.holder}, which held the {name} lease, has stopped: taking it over")
+            replacing = lease.holder
+            continue
         if on_wait is not None and not told:
             left = max(0, round((lease.expires_at - wall_now()).total_seconds()))
             on_wait(f"waiting for {lease.holder}, which holds the {name} lease (renewed while it works; "

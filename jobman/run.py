@@ -23,7 +23,7 @@ from jobman.cost import worst_case_usd
 from jobman.dataprep import PreparedData, check_test_rows_fit, load_table, prepare
 from jobman.durations import format_duration
 from jobman.errors import ConfigError, JobmanError, RunFailed, Unreachable, WaitTimeout
-from jobman.identity import current_host, current_user, holder_name, site_for
+from jobman.identity import current_host, current_user, holder_name, site_for, stopped_here
 from jobman.images import xgboost_image_uri
 from jobman.invoker import InvokeOptions, invoke_stream, split_prediction_body
 from jobman.kinds import CHAIN, Kind
@@ -190,15 +190,22 @@ class ExperimentRun:
         at once. While another live process holds the experiment's unfinished run, wait: for it to finish (then
         that run is the outcome: `busy`), or for its hold to run out (a dead holder: then resume it)."""
         waited_on: Run | None = None
+        replacing: str | None = None
         while True:
             claim = await self.ledger.open_run(
                 self.x.name, digest=self.x.digest, backend=self.x.backend, region=self.x.aws.region,
                 config_path=str(self.x.path), at=wall_now(), holder=holder_name(), lease_s=lease_s(),
                 user=current_user(), host=current_host(), local_site=site_for(self.x.backend),
-                waited_on=waited_on.id if waited_on else None,
+                waited_on=waited_on.id if waited_on else None, replacing=replacing,
             )
             if not claim.busy or claim.run.finished:
                 break
+            held_by = claim.run.held_by
+            if held_by is not None and stopped_here(held_by):  # died on this machine (kill -9): no need to wait
+                self.reporter.step(f"{self.x.name} run {claim.run.number} was held by {held_by}, which has "
+                                   "stopped: taking it over")
+                replacing = held_by
+                continue
             if waited_on is None:
                 by = claim.run.held_by or "another jobman process"
                 self.reporter.step(f"{self.x.name} run {claim.run.number} is being worked on by {by}: waiting for "

@@ -248,7 +248,7 @@ class Ledger:
     async def open_run(
         self, name: str, *, digest: str, backend: str, region: str, config_path: str, at: datetime,
         holder: str, lease_s: float, user: str, host: str, local_site: str | None = None,
-        waited_on: int | None = None,
+        waited_on: int | None = None, replacing: str | None = None,
     ) -> RunClaim:
         """`jobman run`'s one decision, in one transaction with the experiment's row locked, so that two
         processes on any machines starting the same experiment at once make one run: resume the latest run if it is
@@ -257,7 +257,8 @@ class Ledger:
         until `release_run`, renewing the hold (`renew_run`) before `lease_s` runs out.
 
         `waited_on`: the run a busy answer named, which this caller then waited for. If that run is still the
-        latest and has finished meanwhile, it is the answer (busy, finished): its holder ran this very file."""
+        latest and has finished meanwhile, it is the answer (busy, finished): its holder ran this very file.
+        `replacing`: a holder known to have stopped (a dead process on this machine), whose hold need not run out."""
         until = at + timedelta(seconds=lease_s)
         async with self._session() as s:
             exp = await self._experiment_row(s, name, at, lock=True)
@@ -269,7 +270,7 @@ class Ledger:
                 return RunClaim(_plain(Run, latest), busy=True)
             if latest is not None and latest.status == RunStatus.RUNNING:
                 current = _plain(Run, latest)
-                if current.held_at(at) and current.held_by != holder:
+                if current.held_at(at) and current.held_by not in (holder, replacing):
                     return RunClaim(current, busy=True)
                 if (latest.digest, latest.backend, latest.region, latest.local_site) == (
                     digest, backend, region, local_site
@@ -527,14 +528,17 @@ class Ledger:
     # leases: a lock held longer than a transaction, in the database, for every machine that shares the ledger
 
     @transaction
-    async def acquire_lease(self, name: str, *, holder: str, at: datetime, lease_s: float) -> Lease:
-        """Take the lease if it is free, expired, or already this holder's; returns the lease as it now stands
-        (held by someone else when it was not free)."""
+    async def acquire_lease(
+        self, name: str, *, holder: str, at: datetime, lease_s: float, replacing: str | None = None
+    ) -> Lease:
+        """Take the lease if it is free, expired, already this holder's, or `replacing`'s (a holder known to have
+        stopped); returns the lease as it now stands (held by someone else when it was not free)."""
         until = at + timedelta(seconds=lease_s)
+        takeable = [holder] if replacing is None else [holder, replacing]
         async with self._session() as s:
             taken = await s.execute(
                 update(LeaseModel)
-                .where(LeaseModel.name == name, or_(LeaseModel.expires_at <= at, LeaseModel.holder == holder))
+                .where(LeaseModel.name == name, or_(LeaseModel.expires_at <= at, LeaseModel.holder.in_(takeable)))
                 .values(holder=holder, acquired_at=at, expires_at=until)
             )
             if _count(taken) == 0 and await s.get(LeaseModel, name) is None:

@@ -31,9 +31,9 @@ LEASE_S = "6"  # the holders' and the waiters' lease in these tests (60 s in use
 
 
 def machine(tmp_path: Path, name: str, url: str, **extra: str) -> dict[str, str]:
-    """The environment of one "machine": its own JOBMAN_HOME, the shared ledger's URL."""
+    """The environment of one "machine": its own JOBMAN_HOME and host name, the shared ledger's URL."""
     return {**os.environ, "JOBMAN_HOME": str(tmp_path / f"home-{name}"), "JOBMAN_DB_URL": url, "COLUMNS": "200",
-            "JOBMAN_USER": f"user-{name}", **extra}
+            "JOBMAN_USER": f"user-{name}", "JOBMAN_HOST": f"machine-{name}", **extra}
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
@@ -176,7 +176,7 @@ async def test_a_gc_killed_while_holding_the_gc_lease_stops_the_next_one_only_fo
     holder = hold("gc", machine(tmp_path, "a", postgres_url, JOBMAN_LEASE_S=LEASE_S))
     held = await ledger_rows(postgres_url, "SELECT holder, expires_at FROM leases WHERE name = 'gc'")
     kill_9(holder)
-    assert held and held[0][0].startswith("user-a@")
+    assert held and held[0][0].startswith("user-a@machine-a pid ")
     [(code, out, err)] = finish([start(jobman_cmd("gc", "--backend", "sagemaker"),
                                        machine(tmp_path, "b", postgres_url, JOBMAN_LEASE_S=LEASE_S), tmp_path)])
     assert code == 0, err
@@ -201,3 +201,16 @@ async def test_a_run_killed_while_held_is_resumed_by_another_machine_after_the_l
     assert runs == [(1, "succeeded", "user-a", None)]
     jobs = sagemaker(moto).list_training_jobs()["TrainingJobSummaries"]
     assert [j["TrainingJobName"] for j in jobs] == [f"{name}-r1-train"]
+
+
+async def test_a_holder_killed_on_this_machine_is_taken_over_at_once(
+    moto: Moto, postgres_url: str, tmp_path: Path
+) -> None:
+    """On one machine a dead holder is known dead (its pid is gone): nobody waits for its lease (60 s here)."""
+    holder = hold("gc", machine(tmp_path, "a", postgres_url, JOBMAN_HOST="same"))
+    kill_9(holder)
+    [(code, _, err)] = finish([start(jobman_cmd("gc", "--backend", "sagemaker"),
+                                     machine(tmp_path, "b", postgres_url, JOBMAN_HOST="same"), tmp_path)])
+    assert code == 0, err
+    assert f"note: user-a@same pid {holder.pid}, which held the gc lease, has stopped: taking it over" in err
+    assert "waiting for" not in err

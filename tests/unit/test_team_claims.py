@@ -4,13 +4,17 @@ each jobman process (on one machine or several) has."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from jobman.errors import LedgerError
+from jobman.identity import current_user, holder_name, stopped_here
 from jobman.kinds import Kind
 from jobman.leases import renewing
 from jobman.ledger.db import make_engine, open_engine
@@ -160,3 +164,14 @@ async def test_a_postgresql_ledger_that_cannot_be_used_is_one_line_naming_it(pos
         async with open_engine(nobody):
             pass
     assert "\n" not in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_a_stopped_holder_is_known_only_on_its_own_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBMAN_HOST", "here")
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    assert stopped_here(f"alice@here pid {dead}")
+    assert not stopped_here(f"alice@here pid {os.getpid()}")  # alive
+    assert not stopped_here(f"alice@elsewhere pid {dead}")  # another machine: its lease decides
+    assert not stopped_here("not a holder")
+    assert holder_name() == f"{current_user()}@here pid {os.getpid()}"
