@@ -13,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobman.errors import LedgerError
+from jobman.errors import LedgerBusy, LedgerConflict, LedgerError, LedgerReadOnly
 from jobman.identity import current_user, holder_name, stopped_here
 from jobman.kinds import Kind
 from jobman.leases import renewing
+from jobman.ledger.boundary import ledger_error
 from jobman.ledger.db import make_engine, open_engine
+from jobman.ledger.location import Place
 from jobman.ledger.store import Ledger, Observation
 from jobman.states import RunStatus
 from jobman.status import status_view
@@ -175,3 +177,40 @@ def test_a_stopped_holder_is_known_only_on_its_own_machine(monkeypatch: pytest.M
     assert not stopped_here(f"alice@elsewhere pid {dead}")  # another machine: its lease decides
     assert not stopped_here("not a holder")
     assert holder_name() == f"{current_user()}@here pid {os.getpid()}"
+
+
+class PgError(Exception):
+    def __init__(self, sqlstate: str, text: str) -> None:
+        super().__init__(text)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("sqlstate", "error", "words"), [
+    ("40P01", LedgerConflict, "raced another one"),
+    ("40001", LedgerConflict, "raced another one"),
+    ("55P03", LedgerBusy, "stayed locked by another process"),
+    ("25006", LedgerReadOnly, "cannot be written by this database role"),
+    ("08006", LedgerError, "cannot be reached"),
+    ("28P01", LedgerError, "refused the login"),
+])
+def test_postgresql_errors_become_jobmans_by_their_sqlstate(sqlstate: str, error: type, words: str) -> None:
+    place = Place.of("postgresql+asyncpg://jobman:secret@db:5432/ledger")
+    found = ledger_error(PgError(sqlstate, "the server's\nwords"), place)
+    assert type(found) is error and words in str(found)
+    assert "secret" not in str(found) and "\n" not in str(found)
+
+
+async def test_a_transaction_the_database_aborted_in_a_race_is_run_again(ledger: Ledger,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = Ledger._session
+
+    def flaky(self: Ledger):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) <= 2:
+            raise LedgerConflict("deadlock detected")
+        return real(self)
+
+    monkeypatch.setattr(Ledger, "_session", flaky)
+    assert await ledger.experiments() == []
+    assert len(calls) == 3
