@@ -194,8 +194,9 @@ class ExperimentRun:
         while True:
             claim = await self.ledger.open_run(
                 self.x.name, digest=self.x.digest, backend=self.x.backend, region=self.x.aws.region,
-                config_path=str(self.x.path), at=wall_now(), holder=holder_name(), lease_s=lease_s(),
-                user=current_user(), host=current_host(), local_site=site_for(self.x.backend),
+                config_path=str(self.x.path), at=self.clock.now(), lease_at=wall_now(),
+                holder=holder_name(), lease_s=lease_s(), user=current_user(), host=current_host(),
+                local_site=site_for(self.x.backend),
                 waited_on=waited_on.id if waited_on else None, replacing=replacing,
             )
             if not claim.busy or claim.run.finished:

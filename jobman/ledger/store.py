@@ -143,7 +143,7 @@ class Ledger:
     async def open_run(
         self, name: str, *, digest: str, backend: str, region: str, config_path: str, at: datetime,
         holder: str, lease_s: float, user: str, host: str, local_site: str | None = None,
-        waited_on: int | None = None, replacing: str | None = None,
+        waited_on: int | None = None, replacing: str | None = None, lease_at: datetime | None = None,
     ) -> RunClaim:
         """`jobman run`'s one decision, in one transaction with the experiment's row locked, so that two
         processes on any machines starting the same experiment at once make one run: resume the latest run if it is
@@ -153,23 +153,27 @@ class Ledger:
 
         `waited_on`: the run a busy answer named, which this caller then waited for. If that run is still the
         latest and has finished meanwhile, it is the answer (busy, finished): its holder ran this very file.
-        `replacing`: a holder known to have stopped (a dead process on this machine), whose hold need not run out."""
-        until = at + timedelta(seconds=lease_s)
+        `replacing`: a holder known to have stopped (a dead process on this machine), whose hold need not run out.
+        `at` is what the run records (the caller's clock); holds are timed from `lease_at` (the wall clock every
+        machine shares; `at` when not given)."""
+        lease_at = lease_at or at
+        until = lease_at + timedelta(seconds=lease_s)
         async with self._session() as s:
             exp = await self._experiment_row(s, name, at, lock=True)
             latest = await s.scalar(
                 select(RunModel).where(RunModel.experiment_id == exp.id).order_by(RunModel.number.desc()).limit(1)
             )
             superseded = None
-            if latest is not None and latest.id == waited_on and latest.status != RunStatus.RUNNING:
+            same = latest is not None and (latest.digest, latest.backend, latest.region, latest.local_site) == (
+                digest, backend, region, local_site
+            )
+            if latest is not None and latest.id == waited_on and latest.status != RunStatus.RUNNING and same:
                 return RunClaim(_plain(Run, latest), busy=True)
             if latest is not None and latest.status == RunStatus.RUNNING:
                 current = _plain(Run, latest)
-                if current.held_at(at) and current.held_by not in (holder, replacing):
+                if current.held_at(lease_at) and current.held_by not in (holder, replacing):
                     return RunClaim(current, busy=True)
-                if (latest.digest, latest.backend, latest.region, latest.local_site) == (
-                    digest, backend, region, local_site
-                ):
+                if same:
                     latest.held_by, latest.held_until = holder, until
                     return RunClaim(_plain(Run, latest), resumed=True)
                 latest.status, latest.finished_at = RunStatus.SUPERSEDED, at

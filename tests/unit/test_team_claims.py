@@ -214,3 +214,13 @@ async def test_a_transaction_the_database_aborted_in_a_race_is_run_again(ledger:
     monkeypatch.setattr(Ledger, "_session", flaky)
     assert await ledger.experiments() == []
     assert len(calls) == 3
+
+
+async def test_a_waiter_never_takes_a_run_made_from_another_file_as_its_own(ledger: Ledger) -> None:
+    other = await ledger.open_run("exp", **open_args("a@h pid 1", digest="other"))  # type: ignore[arg-type]
+    busy = await ledger.open_run("exp", **open_args("b@h pid 2"))  # type: ignore[arg-type]
+    assert busy.busy and busy.run.id == other.run.id
+    await ledger.update_run(other.run.id, status=RunStatus.SUCCEEDED, finished_at=NOW)
+    await ledger.release_run(other.run.id, holder="a@h pid 1")
+    mine = await ledger.open_run("exp", **open_args("b@h pid 2", waited_on=other.run.id))  # type: ignore[arg-type]
+    assert (mine.busy, mine.resumed, mine.run.number) == (False, False, 2)
