@@ -43,7 +43,9 @@ def poll_s(length_s: float) -> float:
 
 @asynccontextmanager
 async def held(ledger: Ledger, name: str, *, on_wait: Note | None = None) -> AsyncIterator[None]:
-    """The lease `name`, waited for while another live process holds it, renewed while held, released after."""
+    """The lease `name`, waited for while another live process holds it, renewed while held, released after.
+    The holder is this process: a process that holds the lease may take it again (one pass at a time is
+    the caller's own order within a process)."""
     holder, length = holder_name(), lease_s()
     told = False
     replacing = None

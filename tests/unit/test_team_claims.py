@@ -16,7 +16,7 @@ import pytest
 from jobman.errors import LedgerBusy, LedgerConflict, LedgerError, LedgerReadOnly
 from jobman.identity import current_user, holder_name, stopped_here
 from jobman.kinds import Kind
-from jobman.leases import renewing
+from jobman.leases import held, renewing
 from jobman.ledger.boundary import ledger_error
 from jobman.ledger.db import make_engine, open_engine
 from jobman.ledger.location import Place
@@ -224,3 +224,25 @@ async def test_a_waiter_never_takes_a_run_made_from_another_file_as_its_own(ledg
     await ledger.release_run(other.run.id, holder="a@h pid 1")
     mine = await ledger.open_run("exp", **open_args("b@h pid 2", waited_on=other.run.id))  # type: ignore[arg-type]
     assert (mine.busy, mine.resumed, mine.run.number) == (False, False, 2)
+
+
+async def test_held_lets_one_pass_at_a_time_and_the_next_waits_for_it(
+    ledgers: list[Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBMAN_LEASE_S", "1")
+    # Each task stands for a process of its own (within one process, a holder may take its own lease again).
+    monkeypatch.setattr("jobman.leases.holder_name", lambda: f"t@h task {asyncio.current_task().get_name()}")
+    inside: list[int] = []
+    overlaps: list[bool] = []
+    notes: list[str] = []
+
+    async def one_pass(i: int, ledger: Ledger) -> None:
+        async with held(ledger, "reconcile", on_wait=notes.append):
+            overlaps.append(bool(inside))
+            inside.append(i)
+            await asyncio.sleep(0.1)
+            inside.remove(i)
+
+    await asyncio.gather(*(one_pass(i, ledger) for i, ledger in enumerate(ledgers)))
+    assert overlaps == [False] * len(ledgers)
+    assert notes and all("holds the reconcile lease" in n for n in notes)
