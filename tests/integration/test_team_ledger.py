@@ -6,6 +6,7 @@ ledger (a real PostgreSQL; SQLite through JOBMAN_DB_URL where the race can be ar
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from jobman.config import load_experiment
 from jobman.kinds import Kind
 from jobman.ledger.db import open_engine
+from jobman.ledger.schema import HEAD_REVISION
 from jobman.ledger.store import Ledger, Observation
 from tests.conftest import REPO, SAGEMAKER, jobman_cmd, write_experiment
 from tests.fault_proxy import FaultProxy
@@ -214,3 +216,30 @@ async def test_a_holder_killed_on_this_machine_is_taken_over_at_once(
     assert code == 0, err
     assert f"note: user-a@same pid {holder.pid}, which held the gc lease, has stopped: taking it over" in err
     assert "waiting for" not in err
+
+
+def test_db_commands_and_status_mine_on_a_postgresql_ledger(postgres_url: str, tmp_path: Path) -> None:
+    def run(*args: str, user: str = "a") -> tuple[int, str, str]:
+        [result] = finish([start(jobman_cmd(*args), machine(tmp_path, user, postgres_url), tmp_path)])
+        return result
+
+    assert run("db", "current") == (0, f"ledger: empty; needed: {HEAD_REVISION}\n", "")
+    assert run("db", "upgrade") == (0, f"ledger schema at {HEAD_REVISION}\n", "")
+    assert run("db", "current") == (0, f"ledger: {HEAD_REVISION}; needed: {HEAD_REVISION}\n", "")
+    asyncio.run(started_runs(postgres_url, {"alpha": "user-a", "beta": "user-b"}))
+    code, out, err = run("status", "--json", "--mine", user="b")
+    assert code == 0, err
+    assert [(e["name"], e["started_by"]["user"]) for e in json.loads(out)["experiments"]] == [("beta", "user-b")]
+    code, out, err = run("status")
+    assert code == 0 and "alpha · run 1 · running · sagemaker/us-east-1 · by user-a@machine-a" in out, out + err
+    assert run("status", "--mine", user="c")[1] == "no experiments of yours in the ledger\n"
+
+
+async def started_runs(url: str, starters: dict[str, str]) -> None:
+    async with open_engine(url) as engine:
+        ledger = Ledger(engine)
+        for name, user in starters.items():
+            claim = await ledger.open_run(name, digest="d", backend="sagemaker", region="us-east-1",
+                                          config_path="-", at=datetime.now(UTC), holder=f"{user}@x pid 1",
+                                          lease_s=60, user=user, host=f"machine-{user[-1]}")
+            await ledger.release_run(claim.run.id, holder=f"{user}@x pid 1")
