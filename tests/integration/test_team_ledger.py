@@ -9,8 +9,10 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 from jobman.config import load_experiment
 from jobman.kinds import Kind
 from jobman.ledger.db import open_engine
+from jobman.ledger.location import Place
 from jobman.ledger.schema import HEAD_REVISION
 from jobman.ledger.store import Ledger, Observation
 from tests.conftest import REPO, SAGEMAKER, jobman_cmd, write_experiment
@@ -71,18 +74,36 @@ def aws_experiment(moto: Moto, tmp_path: Path) -> tuple[Path, str]:
 
 
 async def test_the_same_run_started_on_two_machines_at_once_makes_one_run(
-    moto: Moto, postgres_url: str, tmp_path: Path
+    moto: Moto, database: str, tmp_path: Path
 ) -> None:
     path, name = aws_experiment(moto, tmp_path)
-    async with open_engine(postgres_url) as engine:
+    async with open_engine(database) as engine:
         await Ledger(engine).experiment(name, create_at=datetime.now(UTC))
-    # "At the same moment": the test holds the experiment's row lock until both processes wait for it.
-    conn, watch = await asyncpg.connect(plain_dsn(postgres_url)), await asyncpg.connect(plain_dsn(postgres_url))
+    gate = postgres_gate if database.startswith("postgresql") else sqlite_gate
+    procs = await gate(database, name, lambda: [
+        start(jobman_cmd("run", str(path)), machine(tmp_path, m, database), tmp_path) for m in "ab"])
+    results = finish(procs)
+    assert [code for code, _, _ in results] == [0, 0], results
+    assert all("RMSE" in out for _, out, _ in results)
+    assert sum("was finished by user-" in out for _, out, _ in results) == 1, results
+    runs = await ledger_rows(database, "SELECT number, status, started_by_user, held_by FROM runs")
+    assert len(runs) == 1 and runs[0][:2] == (1, "succeeded") and runs[0][2] in ("user-a", "user-b")
+    assert runs[0][3] is None  # released
+    jobs = sagemaker(moto).list_training_jobs()["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in jobs] == [f"{name}-r1-train"]
+
+
+Procs = list[subprocess.Popen[str]]
+
+
+async def postgres_gate(url: str, experiment: str, start_all: Callable[[], Procs]) -> Procs:
+    """"At the same moment": the experiment's row lock is held until both processes wait for it."""
+    conn, watch = await asyncpg.connect(plain_dsn(url)), await asyncpg.connect(plain_dsn(url))
     try:
         gate = conn.transaction()
         await gate.start()
-        await conn.execute("SELECT id FROM experiments WHERE name = $1 FOR UPDATE", name)
-        procs = [start(jobman_cmd("run", str(path)), machine(tmp_path, m, postgres_url), tmp_path) for m in "ab"]
+        await conn.execute("SELECT id FROM experiments WHERE name = $1 FOR UPDATE", experiment)
+        procs = start_all()
         # Watched from outside the gate's transaction, which would see one snapshot of pg_stat_activity.
         while await watch.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobman' "
                                    "AND wait_event_type = 'Lock'") < 2:
@@ -92,15 +113,33 @@ async def test_the_same_run_started_on_two_machines_at_once_makes_one_run(
     finally:
         await conn.close()
         await watch.close()
-    results = finish(procs)
-    assert [code for code, _, _ in results] == [0, 0], results
-    assert all("RMSE" in out for _, out, _ in results)
-    assert sum("was finished by user-" in out for _, out, _ in results) == 1, results
-    runs = await ledger_rows(postgres_url, "SELECT number, status, started_by_user, held_by FROM runs")
-    assert len(runs) == 1 and runs[0][:2] == (1, "succeeded") and runs[0][2] in ("user-a", "user-b")
-    assert runs[0][3] is None  # released
-    jobs = sagemaker(moto).list_training_jobs()["TrainingJobSummaries"]
-    assert [j["TrainingJobName"] for j in jobs] == [f"{name}-r1-train"]
+    return procs
+
+
+async def sqlite_gate(url: str, experiment: str, start_all: Callable[[], Procs]) -> Procs:
+    """"At the same moment" on SQLite: the write lock is held until both processes have the ledger open (their
+    next step is the write that decides the run), and a moment more."""
+    path = Place.of(url).path
+    assert path is not None
+    lock = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        procs = start_all()
+        while not all(has_open(p.pid, path) for p in procs):
+            assert all(p.poll() is None for p in procs), finish(procs)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        lock.execute("ROLLBACK")
+    finally:
+        lock.close()
+    return procs
+
+
+def has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.path.realpath(fd) == str(path.resolve()) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # a descriptor closed while being read
+        return False
 
 
 @pytest.fixture
