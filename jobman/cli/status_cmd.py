@@ -9,6 +9,7 @@ from jobman.cli.ledger import open_ledger
 from jobman.cli.output import console, domain_errors, note, print_json
 from jobman.cli.screens import status_screen
 from jobman.clock import SystemClock
+from jobman.errors import LedgerReadOnly
 
 if TYPE_CHECKING:  # the status path never loads the experiment-file reader
     from jobman.backends.base import Backend
@@ -34,7 +35,10 @@ def status_command(experiment: str | None, as_json: bool, wide: bool, mine: bool
             elif await has_expired(ledger, SystemClock().now()):
                 from jobman.fleet import refresh_expired
 
-                notes = await refresh_expired(ledger, _open_backend, SystemClock())
+                try:
+                    notes = await refresh_expired(ledger, _open_backend, SystemClock())
+                except LedgerReadOnly:  # a database role that may only read (a shared ledger's dashboard)
+                    notes = ["the ledger is read-only for this user: expired resources were not looked at again"]
             user = current_user() if mine else None
             return await status_view(ledger, SystemClock().now(), experiment=experiment, mine=user), notes
 

@@ -30,6 +30,7 @@ from jobman.ledger.store import Ledger, Observation
 from tests.conftest import REPO, SAGEMAKER, jobman_cmd, write_experiment
 from tests.fault_proxy import FaultProxy
 from tests.moto_server import Moto
+from tests.postgres import PostgresServer
 
 TEST_ROWS = 167
 LEASE_S = "6"  # the holders' and the waiters' lease in these tests (60 s in use)
@@ -282,3 +283,19 @@ async def started_runs(url: str, starters: dict[str, str]) -> None:
                                           config_path="-", at=datetime.now(UTC), holder=f"{user}@x pid 1",
                                           lease_s=60, user=user, host=f"machine-{user[-1]}")
             await ledger.release_run(claim.run.id, holder=f"{user}@x pid 1")
+
+
+async def test_status_for_a_role_that_may_only_read(
+    moto: Moto, postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """A dashboard's database role reads a shared ledger: expired resources are shown as recorded, with a note."""
+    endpoints = await expired_chains(postgres_url, moto, 1)
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres_server.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reader') THEN "
+                         "CREATE ROLE reader LOGIN; END IF; END $$")
+    postgres_server.psql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader", database)
+    reader = postgres_url.replace("postgres@", "reader@")
+    [(code, out, err)] = finish([start(jobman_cmd("status", "--json"), machine(tmp_path, "a", reader), tmp_path)])
+    assert code == 0, err
+    assert err == "note: the ledger is read-only for this user: expired resources were not looked at again\n"
+    assert endpoints[0] in out
