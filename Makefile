@@ -39,6 +39,7 @@ bench: $(INSTALLED_TEST)
 	$(BIN)/python bench/transform.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf $(VENV) jobman-output .pytest_cache

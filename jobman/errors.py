@@ -36,6 +36,11 @@ class LedgerBusy(LedgerError):
     retryable = True
 
 
+class LedgerConflict(LedgerBusy):
+    """The database broke a tie between two transactions (a deadlock, a serialization failure): the transaction
+    is retried from the start, and this reaches the user only when retries did not help."""
+
+
 class NotInLedger(LedgerError):
     """A row jobman looked up by its id is not in the ledger (removed by another process, or a replaced file)."""
 

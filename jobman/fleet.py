@@ -15,7 +15,9 @@ from jobman.backends.base import Backend
 from jobman.clock import Clock
 from jobman.config import AwsConfig
 from jobman.errors import BackendError, ConfigError
+from jobman.identity import local_site
 from jobman.kinds import TEARDOWN_ORDER, Kind
+from jobman.leases import Note, held
 from jobman.ledger.store import Ledger, Resource, Run
 from jobman.reconciler import PassResult, Reconciler, teardown_chain
 from jobman.states import Desired, RunStatus, Status
@@ -39,18 +41,22 @@ class FleetReport:
 
 
 async def runs_by_id(ledger: Ledger) -> dict[int, Run]:
-    runs: dict[int, Run] = {}
-    for exp in await ledger.experiments():
-        runs.update({run.id: run for run in await ledger.runs(exp.id)})
-    return runs
+    return {run.id: run for run in await ledger.all_runs()}
+
+
+def elsewhere(run: Run) -> bool:
+    """A run on another machine's local cloud (or another JOBMAN_HOME's): only there can it be looked at."""
+    return run.local_site is not None and run.local_site != local_site()
 
 
 async def group_by_target(ledger: Ledger, resources: list[Resource]) -> dict[Target, list[Resource]]:
-    runs = await runs_by_id(ledger)
+    """Resources by the backend and region they live on; those on another machine's local cloud are left out."""
+    runs = {run.id: run for run in await ledger.runs_with_ids({r.run_id for r in resources})}
     groups: dict[Target, list[Resource]] = {}
     for r in resources:
         run = runs[r.run_id]
-        groups.setdefault((run.backend, run.region), []).append(r)
+        if not elsewhere(run):
+            groups.setdefault((run.backend, run.region), []).append(r)
     return groups
 
 
@@ -74,13 +80,16 @@ def live(r: Resource) -> bool:
     return not (r.desired is Desired.ABSENT and r.status == Status.ABSENT)
 
 
-async def reconcile_all(ledger: Ledger, open_backend: OpenBackend, clock: Clock) -> FleetReport:
+async def reconcile_all(
+    ledger: Ledger, open_backend: OpenBackend, clock: Clock, *, on_wait: Note | None = None
+) -> FleetReport:
     """One pass over every live resource in the ledger: record drift, act on deadlines, finish teardowns."""
     report = FleetReport()
-    tracked = [r for r in await ledger.resources() if live(r)]
-    for target, group in (await group_by_target(ledger, tracked)).items():
-        async with opened(open_backend, target) as backend:
-            await report.absorb(await Reconciler(ledger, backend, clock).reconcile(group))
+    async with held(ledger, "reconcile", on_wait=on_wait):  # one pass at a time, on every machine
+        tracked = await ledger.resources_to_observe()
+        for target, group in (await group_by_target(ledger, tracked)).items():
+            async with opened(open_backend, target) as backend:
+                await report.absorb(await Reconciler(ledger, backend, clock).reconcile(group))
     return report
 
 
@@ -91,7 +100,7 @@ async def refresh_expired(ledger: Ledger, open_backend: OpenBackend, clock: Cloc
     """Observe, without acting, what is past its expiry but not yet seen gone, so that `jobman status` shows
     what the TTL's schedules did while no jobman process ran. Returns a note for each backend not reached."""
     now = clock.now()
-    stale = [r for r in await ledger.resources(kinds=TEARDOWN_ORDER) if is_stale(r, now)]
+    stale = [r for r in await ledger.expired_resources(TEARDOWN_ORDER, now) if is_stale(r, now)]
     notes = []
     for target, group in (await group_by_target(ledger, stale)).items():
         try:

@@ -10,8 +10,9 @@
 
 Where it looks: the backends and regions the ledger names, `local`, and AWS's default region when AWS
 credentials are available (a lost ledger must not hide an account full of expired endpoints).
-A gc pass holds `$JOBMAN_HOME/gc.lock`, so two gc processes at once delete each resource once.
-A dry run changes nothing: no ledger row, no lock file, and no local server is started to look.
+A gc pass holds the ledger's "gc" lease (see leases.py), so two gc processes at once, on one machine or on
+several sharing a PostgreSQL ledger, delete each resource once: the second waits, then finds the work done.
+A dry run changes nothing: no ledger row, no lease, and no local server is started to look.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from datetime import datetime
 from jobman.backends.base import Backend
 from jobman.clock import Clock, parse_utc_iso
 from jobman.errors import BackendError
-from jobman.filelock import file_lock
-from jobman.fleet import FleetReport, OpenBackend, Target, group_by_target, live, opened, runs_by_id
+from jobman.fleet import FleetReport, OpenBackend, Target, elsewhere, group_by_target, live, opened, runs_by_id
+from jobman.identity import current_host, current_user, site_for
 from jobman.kinds import CHAIN, JOB_KINDS, KIND_API, TEARDOWN_ORDER, Kind
+from jobman.leases import Note, held
 from jobman.ledger.store import Ledger, Observation, Resource
-from jobman.paths import jobman_home
 from jobman.reconciler import Reconciler, teardown_chain
 from jobman.states import RunStatus, Status
 from jobman.tags import TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED
@@ -120,7 +121,8 @@ async def adopt_orphans(ledger: Ledger, orphans: list[Candidate], now: datetime)
             exp = await ledger.experiment(o.experiment, create_at=now)
             assert exp is not None
             run = await ledger.start_run(exp.id, digest="orphaned", backend=o.target[0], region=o.target[1],
-                                         config_path="-", at=now)
+                                         config_path="-", at=now, user=current_user(), host=current_host(),
+                                         local_site=site_for(o.target[0]))
             await ledger.update_run(run.id, status=RunStatus.ORPHANED, message="adopted by jobman gc", finished_at=now)
             runs[key] = run.id
         # Created when the backend says, so the reconciler's creation-time filter still lists it.
@@ -145,6 +147,8 @@ async def collect(
         experiment_names = {e.id: e.name for e in await ledger.experiments()}
         for r in expired:
             run = runs[r.run_id]
+            if elsewhere(run):
+                continue  # on another machine's local cloud: that machine's gc reaps it
             ends_at = r.expires_at or r.deadline_at  # a job's deadline is its TTL
             report.candidates.append(Candidate(r.kind, r.name, (run.backend, run.region), ends_at, False,
                                                experiment_names[run.experiment_id], r.arn, r.status))
@@ -162,11 +166,12 @@ async def collect(
 
 
 async def collect_garbage(
-    ledger: Ledger, open_backend: OpenBackend, clock: Clock, targets: set[Target], *, dry_run: bool
+    ledger: Ledger, open_backend: OpenBackend, clock: Clock, targets: set[Target], *, dry_run: bool,
+    on_wait: Note | None = None,
 ) -> GcReport:
     if dry_run:
         return await collect(ledger, open_backend, clock, targets)
-    async with file_lock(jobman_home() / "gc.lock"):  # a second gc waits here, then finds the work done
+    async with held(ledger, "gc", on_wait=on_wait):  # a second gc waits here, then finds the work done
         report = await collect(ledger, open_backend, clock, targets)
         now = clock.now()
         adopted = await adopt_orphans(ledger, [c for c in report.candidates if c.orphan], now)

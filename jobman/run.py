@@ -7,6 +7,7 @@ resumes the unfinished run and never makes a second copy of anything it already 
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,10 +23,12 @@ from jobman.cost import worst_case_usd
 from jobman.dataprep import PreparedData, check_test_rows_fit, load_table, prepare
 from jobman.durations import format_duration
 from jobman.errors import ConfigError, JobmanError, RunFailed, Unreachable, WaitTimeout
+from jobman.identity import current_host, current_user, holder_name, site_for, stopped_here
 from jobman.images import xgboost_image_uri
 from jobman.invoker import InvokeOptions, invoke_stream, split_prediction_body
 from jobman.kinds import CHAIN, Kind
-from jobman.ledger.store import Ledger, Resource, Run
+from jobman.leases import lease_s, poll_s, renewing, wall_now
+from jobman.ledger.store import Ledger, Resource, Run, RunClaim
 from jobman.names import resource_name
 from jobman.reconciler import teardown_chain
 from jobman.report import regression_metrics, scatter_plot, write_predictions
@@ -117,15 +120,34 @@ class ExperimentRun(Workflow):
     # the workflow
 
     async def execute(self) -> RunOutcome:
-        run, resumed = await self._open_run()
-        outcome = RunOutcome(self.x.name, run, resumed)
-        word = "resuming" if resumed else "starting"
-        self.reporter.step(f"{word} {self.x.name} run {run.number} on the {self.backend.name} backend")
+        claim = await self._open_run()
+        run = claim.run
+        if claim.busy:  # another process finished the run this one waited for: it is this file's run
+            return self._finished_elsewhere(run)
+        holder = holder_name()
         try:
-            return await self._steps(run, outcome)
-        except Exception as exc:  # not Ctrl-C (a BaseException): that leaves the run resumable as it is
-            await self._fail(run, exc)
-            raise
+            async with renewing(lambda until: self.ledger.renew_run(run.id, holder=holder, until=until),
+                                lease_s(), f"run {run.number} of {self.x.name}"):
+                outcome = RunOutcome(self.x.name, run, claim.resumed)
+                word = "resuming" if claim.resumed else "starting"
+                self.reporter.step(f"{word} {self.x.name} run {run.number} on the {self.backend.name} backend")
+                try:
+                    return await self._steps(run, outcome)
+                except Exception as exc:  # not Ctrl-C (a BaseException): that leaves the run resumable as it is
+                    await self._fail(run, exc)
+                    raise
+        finally:  # also on Ctrl-C, so that a resume need not wait for the lease; kill -9 leaves it to run out
+            await self.ledger.release_run(run.id, holder=holder)
+
+    def _finished_elsewhere(self, run: Run) -> RunOutcome:
+        by = run.started_by or "another jobman process"
+        if run.status != RunStatus.SUCCEEDED or run.metrics is None:
+            raise RunFailed(f"{self.x.name} run {run.number}, worked on by {by} while this one waited, ended "
+                            f"{run.status}{f': {run.message}' if run.message else ''}; `jobman run` again starts "
+                            "a new run")
+        self.reporter.step(f"{self.x.name} run {run.number} was finished by {by} while this one waited")
+        return RunOutcome(self.x.name, run, True, metrics=run.metrics,
+                          output_dir=Path(run.output_dir) if run.output_dir else None)
 
     async def _steps(self, run: Run, outcome: RunOutcome) -> RunOutcome:
         out_dir = Path(self.x.evaluation.output_dir) / f"{self.x.name}-r{run.number}"
@@ -177,29 +199,47 @@ class ExperimentRun(Workflow):
         await self.ledger.update_run(run.id, metrics=metrics)
         return metrics
 
-    async def _open_run(self) -> tuple[Run, bool]:
-        now = self.clock.now()
-        exp = await self.ledger.experiment(self.x.name, create_at=now)
-        assert exp is not None
-        latest = await self.ledger.latest_run(exp.id)
-        digest = self.x.digest
-        if latest is not None and not latest.finished:
-            same_place = (latest.backend, latest.region) == (self.x.backend, self.x.aws.region)
-            if latest.digest == digest and same_place:
-                return latest, True
-            # The file changed: a new run, and the unfinished one is torn down rather than left billing.
-            if same_place:
+    async def _open_run(self) -> RunClaim:
+        """The run this process works on, held in the ledger so that no other process on any machine works on it
+        at once. While another live process holds the experiment's unfinished run, wait: for it to finish (then
+        that run is the outcome: `busy`), or for its hold to run out (a dead holder: then resume it)."""
+        waited_on: Run | None = None
+        replacing: str | None = None
+        while True:
+            claim = await self.ledger.open_run(
+                self.x.name, digest=self.x.digest, backend=self.x.backend, region=self.x.aws.region,
+                config_path=str(self.x.path), at=self.clock.now(), lease_at=wall_now(),
+                holder=holder_name(), lease_s=lease_s(), user=current_user(), host=current_host(),
+                local_site=site_for(self.x.backend),
+                waited_on=waited_on.id if waited_on else None, replacing=replacing,
+            )
+            if not claim.busy or claim.run.finished:
+                break
+            held_by = claim.run.held_by
+            if held_by is not None and stopped_here(held_by):  # died on this machine (kill -9): no need to wait
+                self.reporter.step(f"{self.x.name} run {claim.run.number} was held by {held_by}, which has "
+                                   "stopped: taking it over")
+                replacing = held_by
+                continue
+            if waited_on is None:
+                by = claim.run.held_by or "another jobman process"
+                self.reporter.step(f"{self.x.name} run {claim.run.number} is being worked on by {by}: waiting for "
+                                   f"it (at most {lease_s():.0f} s more if that process has stopped)")
+            waited_on = claim.run
+            await asyncio.sleep(poll_s(lease_s()))
+        if claim.superseded is not None:
+            latest = claim.superseded
+            if (latest.backend, latest.region, latest.local_site) == (
+                self.x.backend, self.x.aws.region, site_for(self.x.backend)
+            ):
+                # The file changed: a new run, and the unfinished one is torn down rather than left billing.
                 self.reporter.step(f"run {latest.number} was made from a different file: tearing it down")
                 await self.teardown(latest)
             else:  # its resources live elsewhere; their TTL tags bound them, `jobman stop` ends them now
-                self.reporter.step(f"run {latest.number} is on {latest.backend}/{latest.region}: left to its TTL "
+                where = latest.local_site or f"{latest.backend}/{latest.region}"
+                self.reporter.step(f"run {latest.number} is on {where}: left to its TTL "
                                    f"(`jobman stop {self.x.name}` tears it down now)")
-            await self.ledger.update_run(latest.id, status=RunStatus.SUPERSEDED, finished_at=now)
-        run = await self.ledger.start_run(
-            exp.id, digest=digest, backend=self.x.backend, region=self.x.aws.region,
-            config_path=str(self.x.path), at=now,
-        )
-        return run, False
+        return claim
 
     async def _fail(self, run: Run, error: Exception) -> None:
         """Whatever ended the run, tear its chain down (a serving endpoint survives only with `keep`) and

@@ -64,21 +64,37 @@ def stale(r: Resource, now: datetime) -> bool:
 
 
 async def has_expired(ledger: Ledger, now: datetime) -> bool:
-    return any(stale(r, now) for r in await ledger.resources(kinds=TEARDOWN_ORDER))
+    """One indexed query, not a read of every resource: `jobman status` on a large shared ledger stays fast."""
+    return await ledger.any_expired(TEARDOWN_ORDER, now)
 
 
-async def status_view(ledger: Ledger, now: datetime, *, experiment: str | None = None) -> dict[str, Any]:
+def _who(run: Run) -> dict[str, str | None]:
+    return {"user": run.started_by_user, "host": run.started_by_host}
+
+
+async def status_view(
+    ledger: Ledger, now: datetime, *, experiment: str | None = None, mine: str | None = None
+) -> dict[str, Any]:
+    """Every experiment with a run (or only `experiment`), or with `mine` (a user name) only those whose latest
+    run that user started. Three queries, whatever the size of the ledger."""
     experiments = []
     all_costs: list[Cost] = []
+    runs_of: dict[int, list[Run]] = {}
+    for run in await ledger.all_runs():
+        runs_of.setdefault(run.experiment_id, []).append(run)
+    resources_of: dict[int, list[Resource]] = {}
+    for resource in await ledger.resources():
+        resources_of.setdefault(resource.run_id, []).append(resource)
     for exp in await ledger.experiments():
         if experiment is not None and exp.name != experiment:
             continue
-        runs = await ledger.runs(exp.id)
-        if not runs:
+        runs = runs_of.get(exp.id, [])
+        if not runs or (mine is not None and runs[-1].started_by_user != mine):
             continue
         by_id = {run.id: run for run in runs}
         latest = runs[-1]
-        resources = await ledger.resources(run_ids=list(by_id))
+        resources = [r for run in runs for r in resources_of.get(run.id, [])]
+        resources.sort(key=lambda r: r.id)
         costs = [c for c in (resource_cost(r, by_id[r.run_id].backend, now) for r in resources) if c is not None]
         all_costs.extend(costs)
         experiments.append({
@@ -92,7 +108,10 @@ async def status_view(ledger: Ledger, now: datetime, *, experiment: str | None =
             "output_dir": latest.output_dir,
             "started_at": _iso(latest.started_at),
             "finished_at": _iso(latest.finished_at),
-            "runs": [{"number": r.number, "status": r.status, "started_at": _iso(r.started_at)} for r in runs],
+            "started_by": _who(latest),
+            "local_site": latest.local_site,
+            "runs": [{"number": r.number, "status": r.status, "started_at": _iso(r.started_at),
+                      "started_by": _who(r)} for r in runs],
             "resources": [resource_view(r, by_id[r.run_id], now) for r in resources],
             "cost_usd": total(costs),
             "sweep": sweep_view([r for r in resources if r.run_id == latest.id], latest, now),

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from jobman.clock import FakeClock
 from jobman.ledger.db import open_engine
+from jobman.ledger.location import database_url
 from jobman.ledger.store import Ledger
+from tests.postgres import PostgresServer, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "boston.toml"
@@ -39,9 +41,35 @@ def jobman_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server per test process (each xdist worker its own), stopped at the end of the session."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-async def ledger(jobman_home: Path) -> AsyncIterator[Ledger]:
-    async with open_engine() as engine:
+def postgres_url(postgres_server: PostgresServer, jobman_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, empty PostgreSQL database for this test, named by JOBMAN_DB_URL (so child processes use it too)."""
+    url = postgres_server.create_database()
+    monkeypatch.setenv("JOBMAN_DB_URL", url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, jobman_home: Path) -> str:
+    """The ledger's URL, once for each database: SQLite in JOBMAN_HOME, then a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return database_url()
+
+
+@pytest.fixture
+async def ledger(database: str) -> AsyncIterator[Ledger]:
+    async with open_engine(database) as engine:
         yield Ledger(engine)
 
 

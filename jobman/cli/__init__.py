@@ -48,11 +48,12 @@ def status(
     experiment: Annotated[str | None, typer.Argument(help="Only this experiment.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     wide: Annotated[bool, typer.Option("--wide", help="Every column and full names, however wide.")] = False,
+    mine: Annotated[bool, typer.Option("--mine", help="Only experiments whose latest run you started.")] = False,
 ) -> None:
-    """Show experiments and their resources: state, age, TTL left, time billed and cost."""
+    """Show experiments and their resources: state, age, TTL left, time billed and cost, and who started them."""
     from jobman.cli.status_cmd import status_command
 
-    status_command(experiment, as_json, wide)
+    status_command(experiment, as_json, wide, mine)
 
 
 @app.command()

@@ -60,7 +60,7 @@ def reconcile_command(every: str | None) -> None:
 
     async def one_pass() -> None:
         async with open_ledger(readonly=False) as ledger:
-            report = await reconcile_all(ledger, open_backend, SystemClock())
+            report = await reconcile_all(ledger, open_backend, SystemClock(), on_wait=note)
         _print_fleet(report)
         console.print(f"reconciled: {len(report.changes)} changed, {len(report.actions)} actions, "
                       f"{len(report.errors)} errors", highlight=False)
@@ -88,7 +88,7 @@ def gc_command(dry_run: bool, every: str | None, backend: BackendName | None, re
                 report = await collect(ledger, opener, SystemClock(), targets)
             else:
                 assert ledger is not None
-                report = await collect_garbage(ledger, opener, SystemClock(), targets, dry_run=False)
+                report = await collect_garbage(ledger, opener, SystemClock(), targets, dry_run=False, on_wait=note)
         table = Table(title="would delete" if dry_run else "deleted", title_justify="left")
         for column in ("kind", "name", "backend", "expired at", "why"):
             table.add_column(column)

@@ -37,6 +37,9 @@ def usd(usd: float | None) -> str:
 def experiment_title(exp: dict[str, Any]) -> str:
     metrics = exp.get("metrics") or {}
     parts = [exp["name"], f"run {exp['run']}", exp["status"], f"{exp['backend']}/{exp['region']}"]
+    who = exp.get("started_by") or {}
+    if who.get("user"):
+        parts.append(f"by {who['user']}@{who['host']}" if who.get("host") else f"by {who['user']}")
     if "rmse" in metrics:
         parts.append(f"RMSE {metrics['rmse']:.3f}")
     if exp["backend"] not in FREE_BACKENDS:

@@ -9,6 +9,7 @@ from jobman.cli.ledger import open_ledger
 from jobman.cli.output import console, domain_errors, note, print_json
 from jobman.cli.screens import status_screen
 from jobman.clock import SystemClock
+from jobman.errors import LedgerReadOnly
 
 if TYPE_CHECKING:  # the status path never loads the experiment-file reader
     from jobman.backends.base import Backend
@@ -22,7 +23,8 @@ async def _open_backend(name: str, aws: AwsConfig) -> Backend:
     return await open_backend(name, aws)
 
 
-def status_command(experiment: str | None, as_json: bool, wide: bool) -> None:
+def status_command(experiment: str | None, as_json: bool, wide: bool, mine: bool = False) -> None:
+    from jobman.identity import current_user
     from jobman.status import has_expired, status_view
 
     async def main() -> tuple[dict[str, Any], list[str]]:
@@ -33,8 +35,12 @@ def status_command(experiment: str | None, as_json: bool, wide: bool) -> None:
             elif await has_expired(ledger, SystemClock().now()):
                 from jobman.fleet import refresh_expired
 
-                notes = await refresh_expired(ledger, _open_backend, SystemClock())
-            return await status_view(ledger, SystemClock().now(), experiment=experiment), notes
+                try:
+                    notes = await refresh_expired(ledger, _open_backend, SystemClock())
+                except LedgerReadOnly:  # a database role that may only read (a shared ledger's dashboard)
+                    notes = ["the ledger is read-only for this user: expired resources were not looked at again"]
+            user = current_user() if mine else None
+            return await status_view(ledger, SystemClock().now(), experiment=experiment, mine=user), notes
 
     with domain_errors():
         view, notes = asyncio.run(main())
@@ -44,7 +50,7 @@ def status_command(experiment: str | None, as_json: bool, wide: bool) -> None:
         print_json(view)
         return
     if not view["experiments"]:
-        console.print("no experiments in the ledger")
+        console.print("no experiments of yours in the ledger" if mine else "no experiments in the ledger")
         return
     for part in status_screen(view, console.width, wide=wide):
         console.print(part, highlight=False, soft_wrap=isinstance(part, str))

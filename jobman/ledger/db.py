@@ -25,13 +25,28 @@ __all__ = [  # with names re-exported for the callers that import them from here
 ]
 
 BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL: a transaction left open by a process that stopped answering (a frozen laptop, a lost network) is
+# ended by the server after this long, releasing its row locks; a waiter gives up after LOCK_TIMEOUT_MS.
+IDLE_IN_TRANSACTION_MS = 30_000
+LOCK_TIMEOUT_MS = 60_000
+CONNECT_TIMEOUT_S = 10
 Note = Callable[[str], None]
 
 
 def make_engine(url: str | URL | None = None) -> AsyncEngine:
     place = Place.of(url)
-    is_sqlite = place.url.get_backend_name() == "sqlite"
-    engine = create_async_engine(place.url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000} if is_sqlite else {})
+    backend = place.url.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "sqlite":
+        connect_args = {"timeout": BUSY_TIMEOUT_MS / 1000}
+    elif place.url.get_driver_name() == "asyncpg":  # asyncpg is imported by SQLAlchemy only for such a URL
+        connect_args = {"timeout": CONNECT_TIMEOUT_S, "server_settings": {
+            "application_name": "jobman",
+            "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+            "lock_timeout": str(LOCK_TIMEOUT_MS),
+            "timezone": "UTC",
+        }}
+    engine = create_async_engine(place.url, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, readonly=place.opened_readonly)
     return engine

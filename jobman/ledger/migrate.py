@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection
@@ -15,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobman.errors import ConfigError
 from jobman.ledger.location import database_url
+
+MIGRATION_LOCK_KEY = 0x6A6F626D616E  # "jobman": the advisory lock a PostgreSQL ledger's migrations run under
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -44,22 +47,33 @@ def is_known(revision: str) -> bool:
         return False
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    await _run_alembic(engine, lambda cfg: command.upgrade(cfg, revision))
+async def upgrade(engine: AsyncEngine, revision: str = "head", *, only_if_new: bool = False) -> bool:
+    """Upgrade to `revision`; with `only_if_new`, only a ledger with no schema yet (another process may have set
+    it up while this one waited for the lock). True when alembic ran."""
+    return await _run_alembic(engine, lambda cfg: command.upgrade(cfg, revision), only_if_new=only_if_new)
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
     await _run_alembic(engine, lambda cfg: command.downgrade(cfg, revision))
 
 
-async def _run_alembic(engine: AsyncEngine, action: Callable[[Config], None]) -> None:
-    def run(sync_conn: Connection) -> None:
+async def _run_alembic(engine: AsyncEngine, action: Callable[[Config], None], *, only_if_new: bool = False) -> bool:
+    """One transaction. On PostgreSQL it first takes the migration's transaction-scoped advisory lock, so one
+    process (on any machine) migrates at a time and the lock goes with the transaction, even if the process dies;
+    SQLite's BEGIN IMMEDIATE (and schema.migration_lock's file lock) does the same there."""
+
+    def run(sync_conn: Connection) -> bool:
+        if sync_conn.dialect.name == "postgresql":
+            sync_conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        if only_if_new and MigrationContext.configure(sync_conn).get_current_revision() is not None:
+            return False
         cfg = alembic_config(engine.url.render_as_string(hide_password=False))
         cfg.attributes["connection"] = sync_conn
         try:
             action(cfg)
         except CommandError as exc:  # a revision alembic does not know: the user's to fix
             raise ConfigError(f"schema revision: {exc}") from None
+        return True
 
     async with engine.begin() as conn:
-        await conn.run_sync(run)
+        return await conn.run_sync(run)

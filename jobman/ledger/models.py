@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -71,6 +72,14 @@ class RunModel(Base):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Who started it (0002): the user and the machine; None for runs recorded before jobman kept them.
+    started_by_user: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    started_by_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The process working on it now (0002): "user@host pid N", its lease renewed while it works.
+    held_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Where a run on the local backend lives (0002): "host:JOBMAN_HOME", for the local cloud is one machine's.
+    local_site: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (UniqueConstraint("experiment_id", "number"),)
 
@@ -100,6 +109,8 @@ class ResourceModel(Base):
 
     __table_args__ = (
         UniqueConstraint("kind", "name"),
+        Index("ix_resources_expires_at", "expires_at"),  # 0002: what has expired, without reading every row
+        Index("ix_resources_desired_status", "desired", "status"),  # 0002: what is still live
     )
 
 
@@ -111,3 +122,14 @@ class EventModel(Base):
     from_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
     to_status: Mapped[str] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class LeaseModel(Base):
+    """A lock that outlives a transaction and lives in the database (0002): one gc or reconcile pass at a time
+    across every machine that shares the ledger. Held while `expires_at` is ahead; its holder renews it."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(320))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -17,7 +17,7 @@ from jobman.filelock import file_lock
 from jobman.ledger.location import Place
 
 # The newest migration in migrations/versions; tests/migrations checks that it is alembic's head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 VERSION_TABLE = "alembic_version"
 
 
@@ -35,7 +35,8 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 
 async def ensure_schema(engine: AsyncEngine, *, readonly: bool | None = None) -> bool:
-    """A new ledger is upgraded to head under a file lock (True when this call did it); a ledger at another
+    """A new ledger is upgraded to head under a lock (a file lock for SQLite, an advisory lock in PostgreSQL;
+    True when this call did it); a ledger at another
     revision is an error that names the fix. A read-only ledger (`readonly`, or a read-only URL) is never upgraded."""
     current = await current_revision(engine)
     if current == HEAD_REVISION:
@@ -52,15 +53,12 @@ async def ensure_schema(engine: AsyncEngine, *, readonly: bool | None = None) ->
         why = place.unwritable() or "it was opened read-only"
         raise LedgerReadOnly(f"the ledger {place} has no schema yet and cannot be set up: {why}")
     async with migration_lock(place):  # one process migrates; the others wait, then find it done
-        if await current_revision(engine) is not None:
-            return False
-        await migrate.upgrade(engine)
-        return True
+        return await migrate.upgrade(engine, only_if_new=True)
 
 
 @asynccontextmanager
 async def migration_lock(place: Place) -> AsyncIterator[None]:
-    if place.path is None:  # a database server orders its own DDL
+    if place.path is None:  # a server: migrate.py takes a transaction-scoped advisory lock in the database
         yield
         return
     async with file_lock(place.path.with_name(place.path.name + ".migrate.lock")):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from jobman.ledger.schema import HEAD_REVISION as HEAD
 from tests.conftest import REPO, SAGEMAKER, jobman, write_experiment
 from tests.ledger_files import DAMAGES, damage, make_ledger
 
@@ -67,7 +68,7 @@ def test_a_zero_byte_ledger_is_set_up_as_new_with_a_note(tmp_path: Path, jobman_
     path = jobman_home / "ledger.db"
     path.touch()
     current = jobman("db", "current", cwd=tmp_path)  # reads only: the file stays as it is
-    assert (current.returncode, current.stdout, current.stderr) == (0, "ledger: empty; needed: 0001\n", "")
+    assert (current.returncode, current.stdout, current.stderr) == (0, f"ledger: empty; needed: {HEAD}\n", "")
     dry = jobman("gc", "--dry-run", "--backend", "local", cwd=tmp_path)  # as with no ledger: nothing to look at
     assert dry.returncode == 0 and "Error" not in dry.stderr and "note: the ledger" not in dry.stderr, dry.stderr
     assert path.stat().st_size == 0
@@ -165,7 +166,7 @@ def test_a_read_only_ledger_is_read_and_writes_are_one_error_line(
     assert dry.returncode == 0 and "Error" not in dry.stderr and "Traceback" not in dry.stderr, dry.stderr
     assert "gc: 0 expired (dry run: nothing deleted)" in dry.stdout
     current = unprivileged("db", "current")
-    assert (current.returncode, current.stdout, current.stderr) == (0, "ledger: 0001; needed: 0001\n", "")
+    assert (current.returncode, current.stdout, current.stderr) == (0, f"ledger: {HEAD}; needed: {HEAD}\n", "")
 
     message = f"Error: the ledger {path} cannot be written: {why.format(home=home)}. This command records"
     assert_one_error(unprivileged("db", "upgrade"), 3, message)
@@ -180,7 +181,7 @@ def test_an_out_of_date_schema_is_still_reported_on_a_read_only_ledger(shared_di
     assert_one_error(unprivileged("status"), 3, f"Error: the ledger {path} is at schema f00d, which this jobman "
                                                 "does not know")
     current = unprivileged("db", "current")
-    assert (current.returncode, current.stdout) == (0, "ledger: f00d; needed: 0001\n")
+    assert (current.returncode, current.stdout) == (0, f"ledger: f00d; needed: {HEAD}\n")
     assert digest(path) == before
 
 
@@ -190,7 +191,7 @@ def test_no_ledger_in_a_read_only_folder(shared_dir: Path, unprivileged: Jobman)
     assert_one_error(unprivileged("status"), 3, f"Error: there is no ledger at {home / 'ledger.db'}, and none "
                                                 f"can be made: its folder {home} is not writable by this user")
     current = unprivileged("db", "current")
-    assert (current.returncode, current.stdout, current.stderr) == (0, "ledger: empty; needed: 0001\n", "")
+    assert (current.returncode, current.stdout, current.stderr) == (0, f"ledger: empty; needed: {HEAD}\n", "")
     assert os.listdir(home) == []
 
 

@@ -177,12 +177,15 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(local_server: LocalServer, tm
     assert names_on_backend(local_server)["endpoints"] == []
 
 
-def test_gc_reaps_an_expired_kept_endpoint(local_server: LocalServer, tmp_path: Path) -> None:
+def test_gc_reaps_an_expired_kept_endpoint(local_server: LocalServer, tmp_path: Path, database: str) -> None:
+    """End to end on the local backend, with the ledger in SQLite and in PostgreSQL (JOBMAN_DB_URL)."""
     # With "gc" enforcement nothing else deletes the expired endpoint (no schedules are made).
     path = write_experiment(tmp_path / "exp.toml", {"keep = false": 'keep = true\nttl_enforcement = "gc"',
                                                    'ttl = "1h"': 'ttl = "1s"'})
     done = jobman("run", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    [exp] = status_json(tmp_path)["experiments"]
+    assert exp["started_by"]["user"] and exp["local_site"].endswith(str(local_server.home.resolve()))
     assert names_on_backend(local_server)["endpoints"] == [f"{EXPERIMENT}-r1-endpoint"]
     dry = jobman("gc", "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0 and f"{EXPERIMENT}-r1-endpoint" in dry.stdout

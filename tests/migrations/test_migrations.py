@@ -23,6 +23,10 @@ def url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
 
 
+def revisions_newest_first() -> list[str]:
+    return [s.revision for s in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()]
+
+
 def test_single_head() -> None:
     assert len(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()) == 1
 
@@ -32,19 +36,19 @@ def test_recorded_head_is_alembics_head() -> None:
     assert HEAD_REVISION == head_revision() == script_head()
 
 
-async def test_upgrade_creates_every_table(tmp_path: Path) -> None:
-    engine = make_engine(url(tmp_path))
+async def test_upgrade_creates_every_table(database: str) -> None:
+    engine = make_engine(database)
     await upgrade(engine)
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert {"experiments", "runs", "resources", "events", "alembic_version"} <= tables
+    assert {"experiments", "runs", "resources", "events", "leases", "alembic_version"} <= tables
     assert await current_revision(engine) == head_revision()
     await engine.dispose()
 
 
-async def test_round_trip_down_and_up(tmp_path: Path) -> None:
-    engine = make_engine(url(tmp_path))
-    revisions = [s.revision for s in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()]
+async def test_round_trip_down_and_up(database: str) -> None:
+    engine = make_engine(database)
+    revisions = revisions_newest_first()
     await upgrade(engine)
     for _ in revisions:  # newest first: step down one at a time, then back up
         await downgrade(engine, "-1")
@@ -57,8 +61,8 @@ async def test_round_trip_down_and_up(tmp_path: Path) -> None:
     await engine.dispose()
 
 
-async def test_models_match_migrations(tmp_path: Path) -> None:
-    engine = make_engine(url(tmp_path))
+async def test_models_match_migrations(database: str) -> None:
+    engine = make_engine(database)
     await upgrade(engine)
 
     def diff(sync_conn):  # type: ignore[no-untyped-def]
@@ -93,8 +97,8 @@ def test_status_imports_alembic_only_to_set_up_a_new_ledger(jobman_home: Path) -
     assert alembic_modules() == "[]"  # at the head: one SELECT, no alembic
 
 
-async def test_new_ledger_is_upgraded_and_newer_one_is_refused(tmp_path: Path) -> None:
-    engine = make_engine(url(tmp_path))
+async def test_new_ledger_is_upgraded_and_newer_one_is_refused(database: str) -> None:
+    engine = make_engine(database)
     assert await ensure_schema(engine)  # new: upgraded automatically
     assert await current_revision(engine) == head_revision()
     assert not await ensure_schema(engine)
@@ -105,14 +109,9 @@ async def test_new_ledger_is_upgraded_and_newer_one_is_refused(tmp_path: Path) -
     await engine.dispose()
 
 
-async def test_older_ledger_is_refused_with_the_command_to_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = make_engine(url(tmp_path))
-    await ensure_schema(engine)
-    # As a jobman one migration newer than this ledger sees it.
-    monkeypatch.setattr("jobman.ledger.schema.HEAD_REVISION", "0002")
-    monkeypatch.setattr("jobman.ledger.migrate.script_head", lambda: "0002")
+async def test_older_ledger_is_refused_with_the_command_to_run(database: str) -> None:
+    engine = make_engine(database)
+    await upgrade(engine, "0001")
     with pytest.raises(LedgerError, match=r"is at schema 0001, this jobman needs 0002: run `jobman db upgrade`$"):
         await ensure_schema(engine)
     await engine.dispose()
@@ -126,6 +125,41 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
         busy = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
     await engine.dispose()
     assert (mode, keys, busy) == ("wal", 1, 30000)
+
+
+async def test_0002_keeps_the_rows_of_0001_up_and_down(database: str) -> None:
+    """Each step with data in the ledger: runs made before 0002 survive it (no starter known) and its downgrade."""
+    engine = make_engine(database)
+    await upgrade(engine, "0001")
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("INSERT INTO experiments (id, name, created_at) VALUES (1, 'x', '2026-01-01')")
+        await conn.exec_driver_sql(
+            "INSERT INTO runs (id, experiment_id, number, digest, backend, region, config_path, status, started_at) "
+            "VALUES (1, 1, 1, 'd', 'local', 'us-east-1', '-', 'succeeded', '2026-01-01')")
+    await upgrade(engine, "0002")
+    async with engine.connect() as conn:
+        row = (await conn.exec_driver_sql("SELECT number, started_by_user, held_by FROM runs")).one()
+        leases = await conn.run_sync(lambda c: inspect(c).has_table("leases"))
+    assert tuple(row) == (1, None, None) and leases
+    await downgrade(engine, "0001")
+    async with engine.connect() as conn:
+        columns = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("runs")})
+        count = (await conn.exec_driver_sql("SELECT count(*) FROM runs")).scalar()
+        leases = await conn.run_sync(lambda c: inspect(c).has_table("leases"))
+    assert "started_by_user" not in columns and count == 1 and not leases
+    await engine.dispose()
+
+
+async def test_first_use_by_many_processes_at_once_migrates_once(database: str) -> None:
+    """Several engines (as several machines would) open a new ledger together: one migrates, none fails."""
+    import asyncio
+
+    engines = [make_engine(database) for _ in range(4)]
+    done = await asyncio.gather(*(ensure_schema(e) for e in engines))
+    assert sum(done) == 1
+    assert {await current_revision(e) for e in engines} == {head_revision()}
+    for engine in engines:
+        await engine.dispose()
 
 
 async def test_concurrent_writers_wait_instead_of_failing(tmp_path: Path) -> None:
