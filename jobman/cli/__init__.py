@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -185,4 +186,8 @@ def main() -> None:
         code = 2
     except typer.Abort:  # Ctrl-C outside a command's own handling
         code = 130
+    finally:
+        # The command is over. A Ctrl-C from here on could only interrupt the interpreter's own clean-up
+        # (a weakref callback, say), which Python reports as "Exception ignored in …" with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code if isinstance(code, int) else 0)
