@@ -5,6 +5,8 @@ Nothing here imports alembic: opening a ledger at the current schema costs one S
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -62,7 +64,7 @@ def _configure_sqlite(engine: AsyncEngine, *, readonly: bool) -> None:
         if readonly:  # setting the journal mode may write; query_only makes any write attempt SQLITE_READONLY
             cursor.execute("PRAGMA query_only=ON")
         else:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -71,6 +73,24 @@ def _configure_sqlite(engine: AsyncEngine, *, readonly: bool) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")  # a reader never takes the write lock
+
+
+def _wal(cursor: Any) -> None:
+    """Switch the file to WAL (it stays so). The switch needs the file to itself, and SQLite refuses it at once
+    ("database is locked"), without waiting, while another connection is opening a new ledger too: it is
+    retried, briefly, as the busy timeout would. A ledger already in WAL only reads its mode."""
+    cursor.execute("PRAGMA journal_mode")
+    if cursor.fetchone()[0] == "wal":
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # only ever while several processes create one ledger at the same moment
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -175,3 +175,35 @@ async def test_to_completion_defers_the_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert steps == ["done"]
+
+
+def test_a_wal_switch_refused_at_once_is_retried() -> None:
+    """Two processes creating one ledger at the same moment: SQLite may refuse the switch to WAL at once."""
+    import sqlite3
+
+    from jobman.ledger.db import _wal
+
+    class Cursor:
+        def __init__(self, refusals: int) -> None:
+            self.refusals, self.calls = refusals, 0
+
+        def execute(self, sql: str) -> None:
+            self.calls += 1
+            if sql == "PRAGMA journal_mode=WAL" and self.refusals:
+                self.refusals -= 1
+                raise sqlite3.OperationalError("database is locked")
+
+        def fetchone(self) -> tuple[str]:
+            return ("delete",)
+
+    cursor = Cursor(refusals=3)
+    _wal(cursor)
+    assert cursor.refusals == 0 and cursor.calls == 5  # one read of the mode, three refusals, one switch
+
+    class Broken(Cursor):
+        def execute(self, sql: str) -> None:
+            if sql == "PRAGMA journal_mode=WAL":
+                raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        _wal(Broken(0))
