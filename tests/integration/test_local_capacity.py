@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from jobman.backends.local import supervisor
 from jobman.backends.local.store import read_json
 from tests.integration import local_fixtures
 from tests.integration.local_fixtures import LocalServer, wait_for
@@ -34,11 +36,19 @@ def _waiting(described: dict[str, Any]) -> bool:
 def test_one_slot_runs_jobs_one_at_a_time_in_creation_order(one_slot_server: LocalServer) -> None:
     server = one_slot_server
     sm = _start(server, NAMES[0], hyper={"num_round": "30", "objective": "reg:squarederror"})
+    # The first worker is frozen as soon as it exists, so it holds the only slot while the others are created,
+    # however slow this machine is; then it is let go.
+    worker = server.root / "training" / server.region / NAMES[0] / "worker.json"
+    first = wait_for(lambda: supervisor.ProcessRef.from_json(read_json(worker)), interval_s=0.001)
+    supervisor.send_signal(first, signal.SIGSTOP)
     waiting_seen = set()
-    for name in NAMES[1:]:  # created while the first worker is still importing xgboost: they must wait
-        _start(server, name, hyper={"num_round": "30", "objective": "reg:squarederror"})
-        if _waiting(sm.describe_training_job(TrainingJobName=name)):
-            waiting_seen.add(name)
+    try:
+        for name in NAMES[1:]:
+            _start(server, name, hyper={"num_round": "30", "objective": "reg:squarederror"})
+            if _waiting(sm.describe_training_job(TrainingJobName=name)):
+                waiting_seen.add(name)
+    finally:
+        supervisor.send_signal(first, signal.SIGCONT)
     assert waiting_seen == set(NAMES[1:])
 
     most_alive = 0

@@ -158,7 +158,7 @@ def test_a_missing_model_artifact_fails_the_job(server: LocalServer) -> None:
 
 def test_stop_ends_the_job_as_stopped(server: LocalServer) -> None:
     _setup(server, "halt", artifact=tiny_model_artifact())
-    server.client("s3").put_object(Bucket=BUCKET, Key="in/a.csv", Body=_rows(50_000, 1))
+    server.client("s3").put_object(Bucket=BUCKET, Key="in/a.csv", Body=_rows(10_000, 1) * 50)  # seconds of work
     _transform(server, "halt-batch", "halt", "in/", BatchStrategy="MultiRecord", MaxPayloadInMB=1,
                MaxConcurrentTransforms=1)
     sm = server.client("sagemaker")
@@ -186,7 +186,7 @@ def test_a_killed_worker_reads_failed_and_a_restart_loses_nothing(server: LocalS
     server.client("s3").put_object(Bucket=BUCKET, Key="in/a.csv", Body=_rows(200, 1))
     _transform(server, "done-batch", "fragile", "in/")
     assert _settled(server, "done-batch")["TransformJobStatus"] == "Completed"
-    server.client("s3").put_object(Bucket=BUCKET, Key="big/a.csv", Body=_rows(50_000, 3))
+    server.client("s3").put_object(Bucket=BUCKET, Key="big/a.csv", Body=_rows(10_000, 3) * 50)  # seconds of work
     _transform(server, "killed-batch", "fragile", "big/", BatchStrategy="MultiRecord", MaxPayloadInMB=1,
                MaxConcurrentTransforms=1)
     worker = server.root / "transforms" / "us-east-1" / "killed-batch" / "worker.json"
