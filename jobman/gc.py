@@ -66,8 +66,9 @@ async def expired_in_ledger(ledger: Ledger, now: datetime) -> list[Resource]:
         r.run_id for r in resources
         if r.kind in CHAIN and r.expires_at is not None and r.expires_at <= now and r.status != Status.ABSENT
     }
-    chains = [r for r in teardown_chain(resources) if r.run_id in expired_runs and r.kind in TEARDOWN_ORDER]
-    return chains + [r for r in teardown_chain(resources) if r.kind in JOB_KINDS and _overdue(r, now)]
+    ending = teardown_chain(resources)
+    return ([r for r in ending if r.run_id in expired_runs and r.kind in TEARDOWN_ORDER]
+            + [r for r in ending if r.kind in JOB_KINDS and _overdue(r, now)])
 
 
 def _overdue(job: Resource, now: datetime) -> bool:

@@ -79,6 +79,7 @@ class Sweep:
         self.flow, self.config, self.run, self.channels = flow, config, run, channels
         self.distributions = {p.name: distribution(p) for p in config.parameters}
         self.limit = trial_limit(config)
+        self.baseline = self._baseline()
         self.retry_at: dict[int, datetime] = {}  # trial row id -> when its create may be tried again
         self.attempts: dict[int, int] = {}
 
@@ -135,9 +136,8 @@ class Sweep:
         """The next trial. The first is the file's own hyperparameters when they lie in the search space, so a
         sweep never ends worse than no sweep (not for a grid: its points are its own). TPE's proposals depend on
         when trials finished, so a replayed one is given its recorded parameters."""
-        baseline = self._baseline()
-        if not study.trials and baseline is not None:
-            study.enqueue_trial(baseline)
+        if not study.trials and self.baseline is not None:
+            study.enqueue_trial(self.baseline)
         elif recorded is not None and self.config.strategy == "tpe":
             study.enqueue_trial(recorded)
         return study.ask(self.distributions)

@@ -21,6 +21,7 @@ from jobman.timing import Timing
 from jobman.trials import best_of, trials_of
 from jobman.workflow import SilentReporter
 from tests.conftest import write_experiment
+from tests.unit.test_run import Killed
 from tests.unit.test_status_screen import render
 
 TIMING = Timing(training_poll_s=5, endpoint_poll_s=15)
@@ -39,10 +40,6 @@ subsample = [0.6, 0.8, 1.0]
 """
 GRID = SWEEP.replace("eta = {{ low = 0.05, high = 0.5, log = true }}", "eta = [0.1, 0.3]").replace(
     'max_depth = {{ low = 3, high = 10, type = "int" }}', "max_depth = {{ low = 3, high = 5 }}")
-
-
-class Killed(BaseException):
-    """Stands for kill -9."""
 
 
 class KillAfter(SilentReporter):

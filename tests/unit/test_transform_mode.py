@@ -18,22 +18,10 @@ from jobman.states import Desired, Status
 from jobman.timing import Timing
 from jobman.workflow import SilentReporter
 from tests.conftest import write_experiment
+from tests.unit.test_run import CrashAt, Killed
 
 TIMING = Timing(training_poll_s=5, endpoint_poll_s=15)
 TRANSFORM = {"concurrency = 8": 'concurrency = 8\nmode = "transform"\ntransform_timeout = "30m"'}
-
-
-class Killed(BaseException):
-    """Stands for kill -9: nothing after it runs."""
-
-
-class CrashAt(SilentReporter):
-    def __init__(self, kind: Kind, status: str) -> None:
-        self.kind, self.status_ = kind, status
-
-    def status(self, resource: Resource) -> None:
-        if resource.kind is self.kind and resource.status == self.status_:
-            raise Killed
 
 
 def experiment(tmp_path: Path, replace: dict[str, str] | None = None, name: str = "exp.toml") -> Experiment:

@@ -20,7 +20,9 @@ RUNNING = ("InProgress", "Stopping")
 class JobManager:
     resource_type: str  # the ARN resource type, which also names the records' folder
     name_key: str  # e.g. "TrainingJobName"
+    arn_key: str  # e.g. "TrainingJobArn"
     status_key: str  # e.g. "TrainingJobStatus"
+    summary_fields: tuple[str, ...]  # what a List summary carries from the job's status, when it has them
 
     def __init__(self, layout: Layout, spawn: supervisor.Spawner) -> None:
         self.layout = layout
@@ -40,7 +42,17 @@ class JobManager:
         raise NotImplementedError
 
     def summary(self, region: str, record: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """The job as its List call summarises it."""
+        status = self.observe(region, record[self.name_key])
+        item = {
+            self.name_key: record[self.name_key],
+            self.arn_key: record[self.arn_key],
+            "CreationTime": record["CreationTime"],
+            "LastModifiedTime": status.get("LastModifiedTime", record["CreationTime"]),
+            self.status_key: status[self.status_key],
+        }
+        item.update({k: status[k] for k in self.summary_fields if k in status})
+        return item
 
     def records(self, region: str) -> RecordStore:
         return RecordStore(self.layout.resources(region, self.resource_type))

@@ -159,13 +159,7 @@ class SageMakerApi:
         hyper = body.get("HyperParameters") or {}
         if not all(isinstance(v, str) for v in hyper.values()):
             raise AwsError("ValidationException", "HyperParameters values must be strings.")
-        existing = self.store(region, arns.TRAINING_JOB).get(name)
-        if existing is not None:
-            raise AwsError(
-                "ResourceInUse",
-                "Training job names must be unique within an AWS account and region, and a training job with "
-                f"this name already exists ({existing['TrainingJobArn']})",
-            )
+        self._check_new_job(region, self.training, name, "training job")
         request = {**body, "Tags": _check_tags(body.get("Tags"))}
         return {"TrainingJobArn": self.training.create(region, request)["TrainingJobArn"]}
 
@@ -180,6 +174,15 @@ class SageMakerApi:
         return self._stop_job(region, body, self.training, "training job")
 
     # --- what training and transform jobs share ---
+
+    def _check_new_job(self, region: str, jobs: JobManager, name: str, noun: str) -> None:
+        existing = self.store(region, jobs.resource_type).get(name)
+        if existing is not None:
+            raise AwsError(
+                "ResourceInUse",
+                f"{noun.capitalize()} names must be unique within an AWS account and region, and a {noun} with "
+                f"this name already exists ({existing[jobs.arn_key]})",
+            )
 
     def _describe_job(self, region: str, body: dict[str, Any], jobs: JobManager) -> dict[str, Any]:
         return jobs.describe(region, self._get(region, jobs.resource_type, _name(body, jobs.name_key)))
@@ -205,13 +208,7 @@ class SageMakerApi:
         request = {**body, **_transform_settings(body), "Tags": _check_tags(body.get("Tags"))}
         model = self._get(region, arns.MODEL, model_name)
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
-        existing = self.store(region, arns.TRANSFORM_JOB).get(name)
-        if existing is not None:
-            raise AwsError(
-                "ResourceInUse",
-                "Transform job names must be unique within an AWS account and region, and a transform job with "
-                f"this name already exists ({existing['TransformJobArn']})",
-            )
+        self._check_new_job(region, self.transforms, name, "transform job")
         return {"TransformJobArn": self.transforms.create(region, request, container)["TransformJobArn"]}
 
     def describe_transform_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,7 @@ _STATUS_FIELDS = (
 
 class TrainingManager(JobManager):
     resource_type, name_key, status_key = arns.TRAINING_JOB, "TrainingJobName", "TrainingJobStatus"
+    arn_key, summary_fields = "TrainingJobArn", ("SecondaryStatus", "TrainingEndTime")
 
     def __init__(self, layout: Layout, spawn: supervisor.Spawner = supervisor.spawn_module,
                  max_training: int | None = None) -> None:
@@ -177,20 +178,6 @@ class TrainingManager(JobManager):
         answer.update(TrainingJobArn=record["TrainingJobArn"], CreationTime=record["CreationTime"])
         answer.update({k: status[k] for k in _STATUS_FIELDS if k in status})
         return answer
-
-    def summary(self, region: str, record: dict[str, Any]) -> dict[str, Any]:
-        status = self.observe(region, record["TrainingJobName"])
-        item = {
-            "TrainingJobName": record["TrainingJobName"],
-            "TrainingJobArn": record["TrainingJobArn"],
-            "CreationTime": record["CreationTime"],
-            "LastModifiedTime": status.get("LastModifiedTime", record["CreationTime"]),
-            "TrainingJobStatus": status["TrainingJobStatus"],
-            "SecondaryStatus": status.get("SecondaryStatus"),
-        }
-        if "TrainingEndTime" in status:
-            item["TrainingEndTime"] = status["TrainingEndTime"]
-        return item
 
     # --- stop ---
 

@@ -34,6 +34,7 @@ _STATUS_FIELDS = ("TransformJobStatus", "FailureReason", "TransformStartTime", "
 
 class TransformManager(JobManager):
     resource_type, name_key, status_key = arns.TRANSFORM_JOB, "TransformJobName", "TransformJobStatus"
+    arn_key, summary_fields = "TransformJobArn", ("TransformEndTime", "FailureReason")
 
     def __init__(self, layout: Layout, spawn: supervisor.Spawner = supervisor.spawn_module) -> None:
         super().__init__(layout, spawn)
@@ -108,18 +109,6 @@ class TransformManager(JobManager):
         answer.update(TransformJobArn=record["TransformJobArn"], CreationTime=record["CreationTime"])
         answer.update({k: status[k] for k in _STATUS_FIELDS if k in status})
         return answer
-
-    def summary(self, region: str, record: dict[str, Any]) -> dict[str, Any]:
-        status = self.observe(region, record["TransformJobName"])
-        item = {
-            "TransformJobName": record["TransformJobName"],
-            "TransformJobArn": record["TransformJobArn"],
-            "CreationTime": record["CreationTime"],
-            "LastModifiedTime": status.get("LastModifiedTime", record["CreationTime"]),
-            "TransformJobStatus": status["TransformJobStatus"],
-        }
-        item.update({k: status[k] for k in ("TransformEndTime", "FailureReason") if k in status})
-        return item
 
     # --- stop ---
 
