@@ -138,7 +138,9 @@ def transform(
 ) -> None:
     """Predict INPUT.csv with a Batch Transform job (no endpoint); write one prediction per row, in order.
 
-    The job's model is made from the run's training job, and deleted afterwards with the S3 objects."""
+    RUN_OR_MODEL is a run ('experiment/r3'), an experiment (its latest trained run) or a model name. The job's
+    model is made from that run's training job (a sweep's best trial), and deleted afterwards with the S3
+    objects."""
     from jobman.cli.transform_cmd import transform_command
 
     transform_command(source, input_csv, output, header, instance_type, instance_count, timeout, keep_s3)
