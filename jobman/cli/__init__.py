@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc as collector  # `gc` is a command below
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,17 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The ledger's schema (alembic migrations).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
+
+# Commands that read the ledger, print and exit: the collector stays off for them (see jobman/__main__.py).
+QUICK_COMMANDS = frozenset({"status"})
+
+
+@app.callback()
+def _before_each_command(ctx: typer.Context) -> None:
+    # Any other command may run for hours: it collects cyclic garbage again, never walking what start-up loaded.
+    if ctx.invoked_subcommand not in QUICK_COMMANDS and not collector.isenabled():
+        collector.freeze()
+        collector.enable()
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
@@ -184,7 +196,10 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except UsageError as exc:
-        error_line(exc.format_message())  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `jobman` or `jobman db` alone: the help, not an error
+            print(exc.format_message(), file=sys.stderr)  # type: ignore[attr-defined]
+        else:
+            error_line(exc.format_message())  # type: ignore[attr-defined]
         code = 2
     except typer.Abort:  # Ctrl-C outside a command's own handling
         code = 130

@@ -14,6 +14,7 @@ from jobman.errors import LedgerReadOnly
 if TYPE_CHECKING:  # the status path never loads the experiment-file reader
     from jobman.backends.base import Backend
     from jobman.config import AwsConfig
+    from jobman.ledger.store import Ledger
 
 
 async def _open_backend(name: str, aws: AwsConfig) -> Backend:
@@ -23,22 +24,26 @@ async def _open_backend(name: str, aws: AwsConfig) -> Backend:
     return await open_backend(name, aws)
 
 
+async def _look_again_at_expired(ledger: Ledger) -> list[str]:
+    """Resources past their expiry are looked at on their backend first, so that status shows what is true now;
+    the notes say what was done, or why it could not be."""
+    if ledger.readonly:
+        return ["the ledger is read-only here: expired resources were not looked at again"]
+    from jobman.fleet import refresh_expired
+
+    try:
+        return await refresh_expired(ledger, _open_backend, SystemClock())
+    except LedgerReadOnly:  # a database role that may only read (a shared ledger's dashboard)
+        return ["the ledger is read-only for this user: expired resources were not looked at again"]
+
+
 def status_command(experiment: str | None, as_json: bool, wide: bool, mine: bool = False) -> None:
     from jobman.identity import current_user
     from jobman.status import has_expired, status_view
 
     async def main() -> tuple[dict[str, Any], list[str]]:
         async with open_ledger() as ledger:
-            notes: list[str] = []
-            if ledger.readonly and await has_expired(ledger, SystemClock().now()):
-                notes.append("the ledger is read-only here: expired resources were not looked at again")
-            elif await has_expired(ledger, SystemClock().now()):
-                from jobman.fleet import refresh_expired
-
-                try:
-                    notes = await refresh_expired(ledger, _open_backend, SystemClock())
-                except LedgerReadOnly:  # a database role that may only read (a shared ledger's dashboard)
-                    notes = ["the ledger is read-only for this user: expired resources were not looked at again"]
+            notes = await _look_again_at_expired(ledger) if await has_expired(ledger, SystemClock().now()) else []
             user = current_user() if mine else None
             return await status_view(ledger, SystemClock().now(), experiment=experiment, mine=user), notes
 

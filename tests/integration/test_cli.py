@@ -48,6 +48,13 @@ def test_missing_file_and_help(tmp_path: Path) -> None:
         assert shown.returncode == 0 and "Usage" in shown.stdout, command
 
 
+@pytest.mark.parametrize("args", [[], ["db"], ["local"]])
+def test_a_command_group_alone_shows_its_help(tmp_path: Path, args: list[str]) -> None:
+    done = jobman(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("Usage: ") and "Error" not in done.stderr and "Commands:" in done.stderr
+
+
 def test_status_on_an_empty_ledger(tmp_path: Path) -> None:
     done = jobman("status", "--json", cwd=tmp_path)
     assert done.returncode == 0

@@ -12,14 +12,14 @@ import pytest
 HEAVY = ("aioboto3", "aiobotocore", "botocore", "pandas", "sklearn", "matplotlib", "xgboost", "alembic", "numpy")
 
 PROBE = """
-import json, runpy, sys
+import gc, json, runpy, sys
 sys.argv = ["jobman", *ARGS]
 try:
     runpy.run_module("jobman", run_name="__main__")
 except SystemExit as exit:
     code = exit.code
 heavy = [name for name in HEAVY if name in sys.modules]
-print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+print(json.dumps({"code": code, "heavy": heavy, "collector": gc.isenabled()}), file=sys.stderr)
 """
 
 
@@ -35,3 +35,15 @@ def test_heavy_libraries_stay_off_the_fast_paths(args: tuple[str, ...], jobman_h
     loaded = modules_loaded(*args)
     assert loaded["code"] in (0, None)
     assert loaded["heavy"] == []
+
+
+@pytest.mark.parametrize(("args", "collecting"), [(("status",), False), (("db", "current"), True)])
+def test_only_a_quick_command_runs_without_the_collector(
+    args: tuple[str, ...], collecting: bool, jobman_home: Path
+) -> None:
+    """Start-up runs with the cyclic garbage collector off (jobman/__main__.py); any command that may run long
+    turns it back on, so that a run of hours does not gather cyclic garbage."""
+    subprocess.run([sys.executable, "-m", "jobman", "db", "upgrade"], check=True, capture_output=True)
+    loaded = modules_loaded(*args)
+    assert loaded["code"] in (0, None)
+    assert loaded["collector"] is collecting
