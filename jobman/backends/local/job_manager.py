@@ -4,14 +4,18 @@ server memory, so a server restart loses nothing."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from jobman.backends.local import supervisor
-from jobman.backends.local.store import Layout, RecordStore, read_json
+from jobman.backends.local.store import Layout, RecordStore, atomic_write_json, read_json
 from jobman.backends.local.supervisor import ProcessRef
 from jobman.backends.local.training_state import JobFiles
+from jobman.backends.local.wire import now
+
+log = logging.getLogger("jobman.local.jobs")
 
 STOP_GRACE_S = 10.0  # SIGKILL a worker that has not stopped this long after SIGTERM
 RUNNING = ("InProgress", "Stopping")
@@ -23,6 +27,8 @@ class JobManager:
     arn_key: str  # e.g. "TrainingJobArn"
     status_key: str  # e.g. "TrainingJobStatus"
     summary_fields: tuple[str, ...]  # what a List summary carries from the job's status, when it has them
+    worker_module: str  # the module the job's worker process runs
+    noun: str  # e.g. "training job", in the server's log
 
     def __init__(self, layout: Layout, spawn: supervisor.Spawner) -> None:
         self.layout = layout
@@ -60,6 +66,19 @@ class JobManager:
     def files(self, region: str, name: str) -> JobFiles:
         return JobFiles(self.folder(region, name))
 
+    def start_worker(self, region: str, name: str) -> None:
+        """Start the job's worker, recorded in its `worker.json` so that any server after this one watches it."""
+        files = self.files(region, name)
+        args = ["--root", str(self.layout.root), "--region", region, "--name", name]
+        ref = self.spawn(self.worker_module, args, files.log)
+        atomic_write_json(files.worker, {**ref.to_json(), "started": now()})
+        log.info("%s %s (%s): worker pid %d started", self.noun, name, region, ref.pid)
+
+    def unfinished(self) -> list[tuple[str, str]]:
+        """(region, file key) of every job that is not known to be over, worker and all."""
+        return [(region, key) for region in self.layout.regions() for key in self.records(region).names()
+                if (region, key) not in self._finished]
+
     def counts(self) -> Counter[str]:
         totals: Counter[str] = Counter()
         for region in self.layout.regions():
@@ -70,14 +89,10 @@ class JobManager:
     def running(self) -> list[tuple[str, str]]:
         """(region, name) of the jobs whose worker has not finished."""
         found = []
-        for region in self.layout.regions():
-            records = self.records(region)
-            for key in records.names():
-                if (region, key) in self._finished:
-                    continue
-                if self.observe(region, key)[self.status_key] in RUNNING:
-                    record = records.get(key)
-                    found.append((region, record[self.name_key] if record else key))
+        for region, key in self.unfinished():
+            if self.observe(region, key)[self.status_key] in RUNNING:
+                record = self.records(region).get(key)
+                found.append((region, record[self.name_key] if record else key))
         return found
 
     async def stop_all(self) -> None:

@@ -55,6 +55,7 @@ _STATUS_FIELDS = (
 class TrainingManager(JobManager):
     resource_type, name_key, status_key = arns.TRAINING_JOB, "TrainingJobName", "TrainingJobStatus"
     arn_key, summary_fields = "TrainingJobArn", ("SecondaryStatus", "TrainingEndTime")
+    worker_module, noun = WORKER_MODULE, "training job"
 
     def __init__(self, layout: Layout, spawn: supervisor.Spawner = supervisor.spawn_module,
                  max_training: int | None = None) -> None:
@@ -86,7 +87,7 @@ class TrainingManager(JobManager):
         """Start waiting jobs, oldest first, while fewer than `max_training` workers live; returns how many."""
         with capacity.start_lock(self.layout):
             busy, waiting = 0, []
-            for region, key in self._unfinished():
+            for region, key in self.unfinished():
                 files = self.files(region, key)
                 worker = ProcessRef.from_json(read_json(files.worker))
                 if worker is not None:  # started: it holds a slot for as long as its process lives
@@ -126,10 +127,7 @@ class TrainingManager(JobManager):
         status = files.read_status() or initial_status(now())
         if set_starting_message(status, None):  # no longer waiting: the plain message, before the worker owns it
             files.write_status(status)
-        args = ["--root", str(self.layout.root), "--region", region, "--name", name]
-        ref = self.spawn(WORKER_MODULE, args, files.log)
-        atomic_write_json(files.worker, {**ref.to_json(), "started": now()})
-        log.info("training job %s (%s): worker pid %d started", name, region, ref.pid)
+        self.start_worker(region, name)
 
     # --- observe ---
 
@@ -209,16 +207,11 @@ class TrainingManager(JobManager):
     def tick(self) -> None:
         """Settle dead workers, enforce stop and runtime deadlines, then give free slots to waiting jobs
         (which also starts a job whose server died between recording it and starting its worker)."""
-        for region, key in self._unfinished():
+        for region, key in self.unfinished():
             record = self.records(region).get(key)
             if record is not None:
                 self._watch(region, record)
         self.start_waiting()
-
-    def _unfinished(self) -> list[tuple[str, str]]:
-        """(region, file key) of every job that is not known to be over, worker and all."""
-        return [(region, key) for region in self.layout.regions() for key in self.records(region).names()
-                if (region, key) not in self._finished]
 
     def _watch(self, region: str, record: dict[str, Any]) -> None:
         name = record["TrainingJobName"]

@@ -35,6 +35,7 @@ _STATUS_FIELDS = ("TransformJobStatus", "FailureReason", "TransformStartTime", "
 class TransformManager(JobManager):
     resource_type, name_key, status_key = arns.TRANSFORM_JOB, "TransformJobName", "TransformJobStatus"
     arn_key, summary_fields = "TransformJobArn", ("TransformEndTime", "FailureReason")
+    worker_module, noun = WORKER_MODULE, "transform job"
 
     def __init__(self, layout: Layout, spawn: supervisor.Spawner = supervisor.spawn_module) -> None:
         super().__init__(layout, spawn)
@@ -59,15 +60,8 @@ class TransformManager(JobManager):
         files.write_status(initial_status(created))
         self.records(region).put(name, record)
         self._finished.discard((region, name.lower()))
-        self._start(region, name)
+        self.start_worker(region, name)
         return record
-
-    def _start(self, region: str, name: str) -> None:
-        files = self.files(region, name)
-        args = ["--root", str(self.layout.root), "--region", region, "--name", name]
-        ref = self.spawn(WORKER_MODULE, args, files.log)
-        atomic_write_json(files.worker, {**ref.to_json(), "started": now()})
-        log.info("transform job %s (%s): worker pid %d started", name, region, ref.pid)
 
     # --- observe ---
 
@@ -128,14 +122,10 @@ class TransformManager(JobManager):
 
     def tick(self) -> None:
         """Settle dead workers, start ones lost before they started, enforce the stop grace."""
-        for region in self.layout.regions():
-            records = self.records(region)
-            for key in records.names():
-                if (region, key) in self._finished:
-                    continue
-                record = records.get(key)
-                if record is not None:
-                    self._watch(region, record)
+        for region, key in self.unfinished():
+            record = self.records(region).get(key)
+            if record is not None:
+                self._watch(region, record)
 
     def _watch(self, region: str, record: dict[str, Any]) -> None:
         name = record["TransformJobName"]
@@ -144,7 +134,7 @@ class TransformManager(JobManager):
             return
         worker = ProcessRef.from_json(read_json(files.worker))
         if worker is None:  # the server died between recording the job and starting it
-            self._start(region, name)
+            self.start_worker(region, name)
             return
         stop = files.stop_request()
         if stop is not None and time.time() - float(stop.get("at", 0)) > STOP_GRACE_S:
