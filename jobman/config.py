@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from jobman import xgboost_hyperparameters
 from jobman.backends.names import BackendName
 from jobman.durations import parse_duration_s
+from jobman.echo import dotted, echo, one_line
 from jobman.errors import ConfigError
 from jobman.images import versions as xgboost_versions
 from jobman.sweep_config import SweepConfig, parse_sweep
@@ -39,7 +40,6 @@ SCHEDULER_ROLE_NEEDS = (
 )
 
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state range
-ECHO_CHARS = 60  # an echoed value longer than this is cut: one line must stay readable
 DURATION = "a duration like '90s', '30m', '1h' or '2d'"
 HYPERPARAMETERS = "training.hyperparameters"
 
@@ -73,7 +73,6 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "aws": ("region", "role_arn", "bucket", "prefix", "profile", "scheduler_role_arn"),
     "sweep": ("strategy", "max_trials", "max_parallel", "objective", "direction", "seed", "parameters"),
 }
-BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 T = TypeVar("T")
 
@@ -168,30 +167,6 @@ class Experiment:
             raise ConfigError(f"{self.path}: data.source: cannot resolve {echo(self.data.source)}: {exc}") from None
 
 
-def cut(text: str) -> str:
-    """`text` as an error message shows it: at most ECHO_CHARS characters, then an ellipsis and the full length."""
-    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}… ({len(text):,} characters)"
-
-
-def echo(value: object) -> str:
-    """A value from the user's input as an error message shows it: its repr, cut to a readable length."""
-    if isinstance(value, str) and len(value) > ECHO_CHARS:
-        return f"{value[:ECHO_CHARS]!r}… ({len(value):,} characters)"
-    return cut(repr(value))
-
-
-def one_line(path: Path | str) -> str:
-    """A path as an error message shows it: as it is, or as its repr if a line feed or the like would break the line."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)
-
-
-def _dotted(prefix: str, key: str) -> str:
-    """A key as TOML would write it (quoted unless bare, so no newline ever reaches the message), under `prefix`."""
-    shown = key if BARE_KEY.fullmatch(key) else json.dumps(key)
-    return cut(f"{prefix}.{shown}" if prefix else shown)
-
-
 def _check_keys(file: Path, raw: Any, prefix: str = "") -> None:
     """Refuse the first unknown key (in file order, at every table level), naming the closest valid one."""
     if not isinstance(raw, dict):
@@ -206,14 +181,14 @@ def _check_keys(file: Path, raw: Any, prefix: str = "") -> None:
         if key not in known and not (prefix == HYPERPARAMETERS and xgboost_hyperparameters.is_known(key)):
             closest = difflib.get_close_matches(key.lower(), known, n=1)
             hint = f"did you mean {closest[0]!r}?" if closest else otherwise
-            raise ConfigError(f"{file}: {_dotted(prefix, key)}: unknown key; {hint}")
+            raise ConfigError(f"{file}: {dotted(prefix, key)}: unknown key; {hint}")
     for key, value in raw.items():
         table = f"{prefix}.{key}" if prefix else key
         if table in TABLE_KEYS or table == HYPERPARAMETERS:
             _check_keys(file, value, table)
 
 
-class _Table:
+class Table:
     """One TOML table being read; its keys were checked against TABLE_KEYS before."""
 
     def __init__(self, file: Path, prefix: str, raw: dict[str, Any]) -> None:
@@ -238,8 +213,8 @@ class _Table:
             raise self.fail(name, _describe(kind))
         return value  # type: ignore[no-any-return]
 
-    def table(self, name: str) -> _Table:
-        return _Table(self.file, self.key(name), self.raw.get(name, {}))
+    def table(self, name: str) -> Table:
+        return Table(self.file, self.key(name), self.raw.get(name, {}))
 
 
 def _describe(kind: type) -> str:
@@ -248,17 +223,17 @@ def _describe(kind: type) -> str:
     )
 
 
-def _positive(t: _Table, name: str, value: float) -> None:
+def _positive(t: Table, name: str, value: float) -> None:
     if value <= 0:
         raise t.fail(name, "a positive number")
 
 
-def _fraction(t: _Table, name: str, value: float) -> None:
+def _fraction(t: Table, name: str, value: float) -> None:
     if not 0 < value < 1:
         raise t.fail(name, "a number between 0 and 1 (exclusive)")
 
 
-def _duration(t: _Table, name: str, default: float, allowed: DurationRange) -> float:
+def _duration(t: Table, name: str, default: float, allowed: DurationRange) -> float:
     if name not in t.raw:
         return default
     try:
@@ -274,7 +249,7 @@ INSTANCE_TYPE = re.compile(r"(ml|local)\.[a-z0-9-]+\.[a-z0-9]+")
 INSTANCE_TYPE_WORDS = "a SageMaker instance type like 'ml.m5.xlarge'"
 
 
-def _instance_type(t: _Table, name: str, default: str) -> str:
+def _instance_type(t: Table, name: str, default: str) -> str:
     value = t.get(name, str, default)
     if not INSTANCE_TYPE.fullmatch(value):
         raise t.fail(name, INSTANCE_TYPE_WORDS)
@@ -287,7 +262,7 @@ def check_instance_type(value: str, where: str) -> None:
         raise ConfigError(f"{where}: expected {INSTANCE_TYPE_WORDS}, got {echo(value)}")
 
 
-def _hyperparameters(t: _Table) -> dict[str, str]:
+def _hyperparameters(t: Table) -> dict[str, str]:
     """The values as SageMaker passes them (strings), checked against the algorithm's own table: a value the
     training job would refuse is refused here, before any job exists."""
     out: dict[str, str] = {}
@@ -311,7 +286,7 @@ def _hyperparameters(t: _Table) -> dict[str, str]:
     return out
 
 
-def _data(t: _Table) -> DataConfig:
+def _data(t: Table) -> DataConfig:
     data = DataConfig(
         source=t.get("source", str, "boston"),
         target=t.get("target", str, "MEDV"),
@@ -328,7 +303,7 @@ def _data(t: _Table) -> DataConfig:
     return data
 
 
-def _training(t: _Table) -> TrainingConfig:
+def _training(t: Table) -> TrainingConfig:
     algorithm = t.get("algorithm", str, "xgboost")
     if algorithm != "xgboost":
         raise t.fail("algorithm", "'xgboost' (the built-in algorithm jobman supports)")
@@ -349,7 +324,7 @@ def _training(t: _Table) -> TrainingConfig:
     return cfg
 
 
-def _endpoint(t: _Table) -> EndpointConfig:
+def _endpoint(t: Table) -> EndpointConfig:
     cfg = EndpointConfig(
         instance_type=_instance_type(t, "instance_type", "ml.m4.xlarge"),
         initial_instance_count=t.get("initial_instance_count", int, 1),
@@ -367,7 +342,7 @@ def _endpoint(t: _Table) -> EndpointConfig:
     return cfg
 
 
-def _evaluation(t: _Table) -> EvaluationConfig:
+def _evaluation(t: Table) -> EvaluationConfig:
     cfg = EvaluationConfig(
         max_payload_bytes=t.get("max_payload_bytes", int, 5_000_000),
         max_rows_per_chunk=t.get("max_rows_per_chunk", int, None),
@@ -397,7 +372,7 @@ def _evaluation(t: _Table) -> EvaluationConfig:
     return cfg
 
 
-def _aws(t: _Table) -> AwsConfig:
+def _aws(t: Table) -> AwsConfig:
     cfg = AwsConfig(
         region=t.get("region", str, "us-east-1"),
         role_arn=t.get("role_arn", str, ""),
@@ -425,7 +400,7 @@ def parse_experiment(text: str, path: Path) -> Experiment:
     except RecursionError:  # tomllib recurses once per level of nesting
         raise ConfigError(f"{path}: not valid TOML for jobman: arrays or tables nested too deeply") from None
     _check_keys(path, raw)
-    top = _Table(path, "", raw)
+    top = Table(path, "", raw)
     name = top.get("name", str, required=True)
     if len(name) > MAX_EXPERIMENT_NAME or not SAGEMAKER_NAME.match(name):
         raise top.fail(
@@ -445,7 +420,7 @@ def parse_experiment(text: str, path: Path) -> Experiment:
         path=path,
     )
     if "sweep" in raw:
-        sweep = parse_sweep(str(path), raw["sweep"], experiment.training.hyperparameters, MAX_SEED)
+        sweep = parse_sweep(top.table("sweep"), experiment.training.hyperparameters, MAX_SEED)
         experiment = Experiment(**{**experiment.__dict__, "sweep": sweep})
     if backend == "sagemaker" and not experiment.aws.role_arn:
         raise ConfigError(f"{path}: aws.role_arn: missing; backend = 'sagemaker' needs an IAM role for SageMaker")

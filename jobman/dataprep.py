@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from jobman.config import Experiment, cut, echo, one_line
+from jobman.config import Experiment
+from jobman.echo import cut, echo, one_line
 from jobman.errors import ConfigError
 
 

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobman import xgboost_hyperparameters
+from jobman.echo import dotted, echo
 from jobman.errors import ConfigError
+
+if TYPE_CHECKING:  # config.py reads the file and hands `[sweep]` here
+    from jobman.config import Table
 
 STRATEGIES = ("random", "grid", "tpe")
 DIRECTIONS = ("minimize", "maximize")
@@ -77,85 +81,76 @@ def hyperparameter_text(value: Any) -> str:
     return str(value)
 
 
-def parse_sweep(file: str, raw: dict[str, Any], fixed: dict[str, str], seed_limit: int) -> SweepConfig:
+def parse_sweep(t: Table, fixed: dict[str, str], seed_limit: int) -> SweepConfig:
     """The `[sweep]` table, every range checked against the built-in algorithm's table with the fixed
     hyperparameters (from `[training.hyperparameters]`) beside it."""
-
-    def fail(key: str, expected: str) -> ConfigError:
-        shown = raw.get(key) if "." not in key else None
-        return ConfigError(f"{file}: sweep.{key}: expected {expected}" + ("" if shown is None else f", got {shown!r}"))
-
-    def get(key: str, kind: type, default: Any) -> Any:
-        value = raw.get(key, default)
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise fail(key, "an integer")
-        if kind is str and not isinstance(value, str):
-            raise fail(key, "a string")
-        return value
-
-    strategy = get("strategy", str, "tpe")
+    file = str(t.file)
+    strategy = t.get("strategy", str, "tpe")
     if strategy not in STRATEGIES:
-        raise fail("strategy", "'random', 'grid' or 'tpe' (Bayesian), Optuna's samplers")
-    max_trials = get("max_trials", int, 20)
+        raise t.fail("strategy", "'random', 'grid' or 'tpe' (Bayesian), Optuna's samplers")
+    max_trials = t.get("max_trials", int, 20)
     if not 1 <= max_trials <= MAX_TRIALS:
-        raise fail("max_trials", f"an integer from 1 to {MAX_TRIALS}")
-    max_parallel = get("max_parallel", int, 4)
+        raise t.fail("max_trials", f"an integer from 1 to {MAX_TRIALS}")
+    max_parallel = t.get("max_parallel", int, 4)
     if not 1 <= max_parallel <= MAX_PARALLEL:
-        raise fail("max_parallel", f"an integer from 1 to {MAX_PARALLEL}")
-    direction = get("direction", str, "minimize")
+        raise t.fail("max_parallel", f"an integer from 1 to {MAX_PARALLEL}")
+    direction = t.get("direction", str, "minimize")
     if direction not in DIRECTIONS:
-        raise fail("direction", "'minimize' or 'maximize'")
-    seed = get("seed", int, 0)
+        raise t.fail("direction", "'minimize' or 'maximize'")
+    seed = t.get("seed", int, 0)
     if not 0 <= seed <= seed_limit:
-        raise fail("seed", f"an integer from 0 to {seed_limit}")
-    table = raw.get("parameters")
+        raise t.fail("seed", f"an integer from 0 to {seed_limit}")
+    table = t.raw.get("parameters")
     if not isinstance(table, dict) or not table:
         raise ConfigError(f"{file}: {PARAMETERS}: missing; expected a table of the hyperparameters to search, "
                           "like eta = { low = 0.05, high = 0.5, log = true }")
     parameters = tuple(_parameter(file, name, spec, strategy) for name, spec in table.items())
     _check_against_algorithm(file, parameters, fixed)
-    objective = get("objective", str, "validation:rmse")
+    objective = t.get("objective", str, "validation:rmse")
     _check_objective(file, objective, parameters, fixed)
     if strategy == "grid":
         size = math.prod(len(p.grid_values()) for p in parameters)
         if size > MAX_TRIALS * 10:
-            raise fail("parameters", f"a grid of at most {MAX_TRIALS * 10:,} points, not {size:,}")
+            raise ConfigError(f"{file}: {PARAMETERS}: expected a grid of at most {MAX_TRIALS * 10:,} points, "
+                              f"not {size:,}")
     return SweepConfig(strategy, max_trials, max_parallel, objective, direction, seed, parameters)
 
 
 def _parameter(file: str, name: str, spec: Any, strategy: str) -> Parameter:
-    key = f"{file}: {PARAMETERS}.{name}"
+    key = f"{file}: {dotted(PARAMETERS, name)}"
     if not xgboost_hyperparameters.is_known(name) or name.startswith("_"):
         raise ConfigError(f"{key}: unknown key; expected a hyperparameter of the built-in XGBoost algorithm")
     if isinstance(spec, list):
         if not spec or not all(isinstance(v, str | int | float | bool) for v in spec):
             raise ConfigError(f"{key}: expected a non-empty list of strings, numbers or booleans (a choice)")
         if len({hyperparameter_text(v) for v in spec}) != len(spec):
-            raise ConfigError(f"{key}: expected a list of distinct choices, got {spec!r}")
+            raise ConfigError(f"{key}: expected a list of distinct choices, got {echo(spec)}")
         return Parameter(name, choices=tuple(spec))
     if not isinstance(spec, dict):
-        raise ConfigError(f"{key}: expected a range like {{ low = 1, high = 10 }} or a list of choices, got {spec!r}")
+        raise ConfigError(f"{key}: expected a range like {{ low = 1, high = 10 }} or a list of choices, "
+                          f"got {echo(spec)}")
     unknown = [k for k in spec if k not in RANGE_KEYS]
     if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key; expected one of {', '.join(RANGE_KEYS)}")
+        raise ConfigError(f"{file}: {dotted(dotted(PARAMETERS, name), unknown[0])}: unknown key; "
+                          f"expected one of {', '.join(RANGE_KEYS)}")
     low, high = spec.get("low"), spec.get("high")
     for bound, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ConfigError(f"{key}.{bound}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}.{bound}: expected a finite number, got {echo(value)}")
     assert isinstance(low, int | float) and isinstance(high, int | float)
     if low > high:
-        raise ConfigError(f"{key}: expected low <= high, got low = {low!r}, high = {high!r}")
+        raise ConfigError(f"{key}: expected low <= high, got low = {echo(low)}, high = {echo(high)}")
     kind = spec.get("type", "int" if isinstance(low, int) and isinstance(high, int) and "log" not in spec else "float")
     if kind not in ("int", "float"):
-        raise ConfigError(f"{key}.type: expected 'int' or 'float', got {kind!r}")
+        raise ConfigError(f"{key}.type: expected 'int' or 'float', got {echo(kind)}")
     log = spec.get("log", False)
     if not isinstance(log, bool):
-        raise ConfigError(f"{key}.log: expected true or false, got {log!r}")
+        raise ConfigError(f"{key}.log: expected true or false, got {echo(log)}")
     if log and low <= 0:
-        raise ConfigError(f"{key}.low: expected a positive number with log = true, got {low!r}")
+        raise ConfigError(f"{key}.low: expected a positive number with log = true, got {echo(low)}")
     step = spec.get("step")
     if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step <= 0):
-        raise ConfigError(f"{key}.step: expected a positive number, got {step!r}")
+        raise ConfigError(f"{key}.step: expected a positive number, got {echo(step)}")
     if step is not None and log:
         raise ConfigError(f"{key}.step: expected no step with log = true (Optuna does not step a log scale)")
     integer = kind == "int"
@@ -193,12 +188,12 @@ def _check_objective(file: str, objective: str, parameters: tuple[Parameter, ...
     channel, _, metric = objective.partition(":")
     if channel not in CHANNELS or not metric:
         raise ConfigError(f"{file}: sweep.objective: expected '<channel>:<metric>' with channel train or "
-                          f"validation, like 'validation:rmse', got {objective!r}")
+                          f"validation, like 'validation:rmse', got {echo(objective)}")
     swept = {p.name for p in parameters}
     if "eval_metric" in swept or "objective" in swept:
         return  # the metrics vary by trial; a trial that does not emit it fails on its own
     emitted = xgboost_hyperparameters.emitted_metrics(fixed)
     if metric not in emitted:
         listed = ", ".join(f"{channel}:{m}" for m in emitted)
-        raise ConfigError(f"{file}: sweep.objective: the training jobs emit {listed}, not {objective!r}; "
+        raise ConfigError(f"{file}: sweep.objective: the training jobs emit {listed}, not {echo(objective)}; "
                           "expected one of those, or set eval_metric")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from jobman.config import ECHO_CHARS, load_experiment
+from jobman.config import load_experiment
 from jobman.dataprep import load_table, prepare
 from jobman.durations import MAX_DURATION_S, parse_duration_s
+from jobman.echo import ECHO_CHARS
 from jobman.errors import ConfigError
 from jobman.run import check_inputs
 from jobman.xgboost_hyperparameters import HyperparameterError, parse_hyperparameters

@@ -300,3 +300,22 @@ async def test_jobman_stop_ends_a_running_sweep(ledger: Ledger, clock: FakeClock
     trials = await trials_in(ledger, run.id)
     assert len(trials) == 3 and all(t.resource.status == Status.STOPPED for t in trials)
     assert backend.calls["create_training_job"] == 3
+
+
+@pytest.mark.parametrize(("body", "shown"), [
+    (f'strategy = "{"x" * 1_000_000}"', "(1,000,000 characters)"),
+    (f'subsample = ["{"y" * 1_000_000}", "{"y" * 1_000_000}"]', "characters)"),
+    (f"{'z' * 100_000} = [1, 2]", "(100,017 characters)"),
+])
+def test_a_huge_sweep_value_or_name_is_cut_in_the_message(tmp_path: Path, body: str, shown: str) -> None:
+    """As elsewhere in the file: one readable line, however large the value."""
+    key = body.split(" ", 1)[0]
+    lines = [line for line in SWEEP.format(strategy="tpe", trials=4, parallel=2).splitlines()
+             if not line.startswith(f"{key} ")]
+    lines.insert(2 if key == "strategy" else len(lines), body)
+    path = write_experiment(tmp_path / "exp.toml")
+    path.write_text(path.read_text() + "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as refused:
+        load_experiment(path)
+    text = str(refused.value)
+    assert shown in text and len(text) < len(str(path)) + 250, text[:300]
