@@ -20,6 +20,7 @@ from jobman.batch import TransformPlace, TransformSettings, copy_rows, transform
 from jobman.clock import utc_iso
 from jobman.config import EvaluationConfig
 from jobman.durations import format_duration
+from jobman.echo import cut, echo, one_line
 from jobman.errors import ConfigError, JobmanError
 from jobman.kinds import KIND_API, Kind
 from jobman.ledger.store import Ledger, Resource, Run
@@ -55,32 +56,33 @@ class BatchOutcome:
 async def resolve_source(ledger: Ledger, ref: str) -> tuple[Run, Resource]:
     """The run and its completed training job that REF names: `experiment/rN`, an experiment (its latest run
     with a trained model), or a model name the ledger knows."""
+    shown = cut(one_line(ref))  # as the errors show it: a command-line argument may be long
     match = _RUN_REF.match(ref)
     if match:
-        runs = await _runs_of(ledger, match["experiment"], ref)
+        runs = await _runs_of(ledger, match["experiment"], shown)
         chosen = [r for r in runs if r.number == int(match["number"])]
         if not chosen:
-            raise ConfigError(f"{ref}: experiment {match['experiment']!r} has no run {match['number']}")
-        return chosen[0], await _trained(ledger, chosen[0], ref)
+            raise ConfigError(f"{shown}: experiment {echo(match['experiment'])} has no run {match['number']}")
+        return chosen[0], await _trained(ledger, chosen[0], shown)
     model = await ledger.resource_by_name(Kind.MODEL, ref)
     if model is not None:
         run = await ledger.run(model.run_id)
-        return run, await _trained(ledger, run, ref)
-    for run in reversed(await _runs_of(ledger, ref, ref)):
+        return run, await _trained(ledger, run, shown)
+    for run in reversed(await _runs_of(ledger, ref, shown)):
         jobs = await ledger.resources(run_ids=[run.id], kinds=[Kind.TRAINING_JOB])
         if any(_model_data(j) for j in jobs):
-            return run, await _trained(ledger, run, ref)
-    raise ConfigError(f"{ref}: no run of experiment {ref!r} has a trained model")
+            return run, await _trained(ledger, run, shown)
+    raise ConfigError(f"{shown}: no run of experiment {echo(ref)} has a trained model")
 
 
-async def _runs_of(ledger: Ledger, experiment: str, ref: str) -> list[Run]:
+async def _runs_of(ledger: Ledger, experiment: str, shown: str) -> list[Run]:
     exp = await ledger.experiment(experiment)
     if exp is None:
-        raise ConfigError(f"{ref}: not a run (experiment/rN), experiment or model name in the ledger")
+        raise ConfigError(f"{shown}: not a run (experiment/rN), experiment or model name in the ledger")
     return await ledger.runs(exp.id)
 
 
-async def _trained(ledger: Ledger, run: Run, ref: str) -> Resource:
+async def _trained(ledger: Ledger, run: Run, shown: str) -> Resource:
     """The run's trained job: its only one, or a sweep's best trial (the one the run deployed)."""
     found = await ledger.resources(run_ids=[run.id], kinds=[Kind.TRAINING_JOB])
     best = best_of(trials_of(found))
@@ -88,7 +90,7 @@ async def _trained(ledger: Ledger, run: Run, ref: str) -> Resource:
         return best.resource
     jobs = [j for j in found if _model_data(j)]
     if not jobs:
-        raise ConfigError(f"{ref}: run {run.number} has no completed training job, so no model to transform with")
+        raise ConfigError(f"{shown}: run {run.number} has no completed training job, so no model to transform with")
     return jobs[0]
 
 

@@ -72,6 +72,10 @@ async def test_sources_by_model_name_and_errors(ledger: Ledger, trained: FakeBac
     for ref, message in (("nope", "not a run"), ("boston-xgboost/r9", "has no run 9")):
         with pytest.raises(ConfigError, match=message):
             await resolve_source(ledger, ref)
+    with pytest.raises(ConfigError) as refused:  # a long argument is cut, as in every one-line error
+        await resolve_source(ledger, "x" * 100_000)
+    assert "not a run" in str(refused.value) and "(100,000 characters)" in str(refused.value)
+    assert len(str(refused.value)) < 200
 
 
 async def test_bad_input_is_refused_before_anything_is_created(
