@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ def ledger_statuses(home: Path) -> dict[str, str]:
             return dict(conn.execute("SELECT name, status FROM resources").fetchall())
     except sqlite3.OperationalError:  # created but not yet migrated
         return {}
+
+
+def kill_9_run_when(path: Path, reached: Callable[[], bool], timeout_s: float = 90, interval_s: float = 0.02) -> None:
+    """Start `jobman run PATH` (in its folder) and kill -9 it as soon as `reached()` holds."""
+    process = subprocess.Popen(jobman_cmd("run", str(path)), cwd=path.parent, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(reached, timeout_s=timeout_s, interval_s=interval_s)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
 
 
 def status_json(cwd: Path) -> dict[str, Any]:
@@ -105,14 +117,7 @@ def test_kill_9_then_rerun_converges(local_server: LocalServer, tmp_path: Path, 
         "endpoint-creating": (f"{EXPERIMENT}-r1-endpoint", {"Pending", "Creating"}),
         "evaluating": (f"{EXPERIMENT}-r1-endpoint", {"InService"}),
     }[moment]
-    process = subprocess.Popen(jobman_cmd("run", str(path)), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: ledger_statuses(local_server.home).get(wanted[0]) in wanted[1], timeout_s=90,
-                 interval_s=0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+    kill_9_run_when(path, lambda: ledger_statuses(local_server.home).get(wanted[0]) in wanted[1])
 
     done = jobman("run", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr + done.stdout

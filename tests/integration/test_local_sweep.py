@@ -4,16 +4,14 @@ and kill -9 at several moments followed by a rerun that makes no trial twice and
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import jobman, jobman_cmd, write_experiment
-from tests.integration.local_fixtures import LocalServer, wait_for
-from tests.integration.test_local_run import ledger_statuses
+from tests.conftest import jobman, write_experiment
+from tests.integration.local_fixtures import LocalServer
+from tests.integration.test_local_run import kill_9_run_when, ledger_statuses
 
 pytestmark = pytest.mark.slow
 SWEEP = """
@@ -86,13 +84,7 @@ def test_kill_9_mid_sweep_then_rerun(local_server: LocalServer, tmp_path: Path, 
             return statuses.get("cut-r1-t1") == "InProgress"
         return sum(statuses.get(f"cut-r1-t{k}") == "Completed" for k in range(1, 7)) >= 3
 
-    process = subprocess.Popen(jobman_cmd("run", str(path)), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        wait_for(reached, timeout_s=120, interval_s=0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+    kill_9_run_when(path, reached, timeout_s=120)
     done = jobman("run", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "resuming cut run 1" in done.stdout and "resuming the sweep" in done.stdout

@@ -4,16 +4,14 @@ and kill -9 in the middle of a transform job. Real training, real transform jobs
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import jobman, jobman_cmd, write_experiment
-from tests.integration.local_fixtures import LocalServer, wait_for
-from tests.integration.test_local_run import ledger_statuses
+from tests.conftest import jobman, write_experiment
+from tests.integration.local_fixtures import LocalServer
+from tests.integration.test_local_run import kill_9_run_when, ledger_statuses
 
 pytestmark = pytest.mark.slow
 TRANSFORM = {'name = "boston-xgboost"': 'name = "boston-transform"', "concurrency = 8": 'mode = "transform"'}
@@ -83,14 +81,8 @@ def test_transform_mode_equals_endpoint_mode_and_jobman_transform_equals_invoke(
 
 def test_kill_9_during_the_transform_then_rerun(local_server: LocalServer, tmp_path: Path) -> None:
     path = write_experiment(tmp_path / "exp.toml", TRANSFORM)
-    process = subprocess.Popen(jobman_cmd("run", str(path)), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: ledger_statuses(local_server.home).get("boston-transform-r1-transform")
-                 in ("Pending", "InProgress"), timeout_s=90, interval_s=0.01)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+    kill_9_run_when(path, lambda: ledger_statuses(local_server.home).get("boston-transform-r1-transform")
+                    in ("Pending", "InProgress"), interval_s=0.01)
     done = jobman("run", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "resuming boston-transform run 1" in done.stdout
