@@ -21,7 +21,6 @@ from jobman.leases import Note, held
 from jobman.ledger.store import Ledger, Resource, Run
 from jobman.reconciler import PassResult, Reconciler, teardown_chain
 from jobman.states import Desired, RunStatus, Status
-from jobman.status import stale as is_stale
 from jobman.timing import Timing
 
 Target = tuple[str, str]  # (backend name, region)
@@ -100,7 +99,7 @@ async def refresh_expired(ledger: Ledger, open_backend: OpenBackend, clock: Cloc
     """Observe, without acting, what is past its expiry but not yet seen gone, so that `jobman status` shows
     what the TTL's schedules did while no jobman process ran. Returns a note for each backend not reached."""
     now = clock.now()
-    stale = [r for r in await ledger.expired_resources(TEARDOWN_ORDER, now) if is_stale(r, now)]
+    stale = await ledger.expired_resources(TEARDOWN_ORDER, now)
     notes = []
     for target, group in (await group_by_target(ledger, stale)).items():
         try:

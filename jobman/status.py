@@ -57,12 +57,6 @@ def sweep_view(resources: list[Resource], run: Run, now: datetime) -> dict[str, 
     }
 
 
-def stale(r: Resource, now: datetime) -> bool:
-    """Past its expiry, and the ledger still thinks it is there: worth a look at the backend."""
-    return (r.kind in TEARDOWN_ORDER and r.status != Status.ABSENT and r.expires_at is not None
-            and r.expires_at <= now)
-
-
 async def has_expired(ledger: Ledger, now: datetime) -> bool:
     """One indexed query, not a read of every resource: `jobman status` on a large shared ledger stays fast."""
     return await ledger.any_expired(TEARDOWN_ORDER, now)

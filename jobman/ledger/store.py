@@ -11,7 +11,7 @@ from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -323,22 +323,21 @@ class Ledger:
         async with self._session() as s:
             return [_plain(Resource, r) for r in await s.scalars(query)]
 
+    @staticmethod
+    def _expired(kinds: Iterable[Kind], now: datetime) -> tuple[ColumnElement[bool], ...]:
+        """Resources of `kinds` past their expiry and not seen gone (ix_resources_expires_at serves it)."""
+        return (ResourceModel.expires_at <= now, ResourceModel.status != Status.ABSENT,
+                ResourceModel.kind.in_([k.value for k in kinds]))
+
     @transaction
     async def any_expired(self, kinds: Iterable[Kind], now: datetime) -> bool:
         """Whether any resource of `kinds` is past its expiry and not seen gone: one indexed query."""
-        query = select(ResourceModel.id).where(
-            ResourceModel.expires_at <= now, ResourceModel.status != Status.ABSENT,
-            ResourceModel.kind.in_([k.value for k in kinds]),
-        ).limit(1)
         async with self._session() as s:
-            return await s.scalar(query) is not None
+            return await s.scalar(select(ResourceModel.id).where(*self._expired(kinds, now)).limit(1)) is not None
 
     @transaction
     async def expired_resources(self, kinds: Iterable[Kind], now: datetime) -> list[Resource]:
-        query = select(ResourceModel).where(
-            ResourceModel.expires_at <= now, ResourceModel.status != Status.ABSENT,
-            ResourceModel.kind.in_([k.value for k in kinds]),
-        ).order_by(ResourceModel.id)
+        query = select(ResourceModel).where(*self._expired(kinds, now)).order_by(ResourceModel.id)
         async with self._session() as s:
             return [_plain(Resource, r) for r in await s.scalars(query)]
 
