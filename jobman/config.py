@@ -9,7 +9,7 @@ import os
 import re
 import tomllib
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -357,14 +357,14 @@ def _evaluation(t: Table) -> EvaluationConfig:
     if cfg.mode not in EVALUATION_MODES:
         raise t.fail("mode", "'endpoint' (deploy an endpoint and invoke it) or 'transform' (a Batch Transform job)")
     _positive(t, "transform_instance_count", cfg.transform_instance_count)
+    if not 0 < cfg.max_payload_bytes <= INVOKE_BODY_LIMIT:  # before the transform limit that derives from it
+        raise t.fail("max_payload_bytes", f"a positive integer of at most {INVOKE_BODY_LIMIT} (SageMaker's limit)")
     most = TRANSFORM_PAYLOAD_LIMIT_MB // cfg.max_payload_mb
     if not 0 < cfg.max_concurrent_transforms <= most:
         raise t.fail("max_concurrent_transforms",
                      f"an integer from 1 to {most} (SageMaker's limit: max_concurrent_transforms x "
                      f"{cfg.max_payload_mb} MB payload, from max_payload_bytes, is at most "
                      f"{TRANSFORM_PAYLOAD_LIMIT_MB} MB)")
-    if not 0 < cfg.max_payload_bytes <= INVOKE_BODY_LIMIT:
-        raise t.fail("max_payload_bytes", f"a positive integer of at most {INVOKE_BODY_LIMIT} (SageMaker's limit)")
     if cfg.max_rows_per_chunk is not None:
         _positive(t, "max_rows_per_chunk", cfg.max_rows_per_chunk)
     if not 0 < cfg.concurrency <= 256:
@@ -421,7 +421,7 @@ def parse_experiment(text: str, path: Path) -> Experiment:
     )
     if "sweep" in raw:
         sweep = parse_sweep(top.table("sweep"), experiment.training.hyperparameters, MAX_SEED)
-        experiment = Experiment(**{**experiment.__dict__, "sweep": sweep})
+        experiment = replace(experiment, sweep=sweep)
     if backend == "sagemaker" and not experiment.aws.role_arn:
         raise ConfigError(f"{path}: aws.role_arn: missing; backend = 'sagemaker' needs an IAM role for SageMaker")
     if (backend == "sagemaker" and experiment.endpoint.ttl_enforcement == "schedule"

@@ -31,7 +31,7 @@ from jobman.ledger.store import Observation, Resource, Run
 from jobman.names import trial_name
 from jobman.reconciler import settled
 from jobman.states import Status
-from jobman.sweep_config import Parameter, SweepConfig, hyperparameter_text
+from jobman.sweep_config import Parameter, SweepConfig, grid_size, hyperparameter_text
 from jobman.trials import TAG_TRIAL, Trial, best_of, params_text, trials_of
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def trial_limit(config: SweepConfig) -> int:
     """How many trials the sweep makes: max_trials, or fewer when a grid has fewer points."""
     if config.strategy != "grid":
         return config.max_trials
-    return min(config.max_trials, math.prod(len(p.grid_values()) for p in config.parameters))
+    return min(config.max_trials, grid_size(config.parameters))
 
 
 class Sweep:

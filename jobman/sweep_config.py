@@ -49,14 +49,26 @@ class Parameter:
     step: float | None = None
     choices: tuple[Any, ...] | None = None
 
+    def grid_size(self) -> int:
+        """How many values a grid takes, counted without making them (a tiny step must not fill memory)."""
+        if self.choices is not None:
+            return len(self.choices)
+        assert self.low is not None and self.high is not None and self.step is not None
+        steps = (self.high - self.low) / self.step + 1e-9  # inf for a subnormal step: counted as 1e18, refused
+        return int(math.floor(min(steps, 1e18))) + 1
+
     def grid_values(self) -> list[Any]:
         """Every value a grid takes: the choices, or the range walked by its step."""
         if self.choices is not None:
             return list(self.choices)
-        assert self.low is not None and self.high is not None and self.step is not None
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        values = [self.low + i * self.step for i in range(count)]
+        assert self.low is not None and self.step is not None
+        values = [self.low + i * self.step for i in range(self.grid_size())]
         return [int(round(v)) for v in values] if self.integer else [round(v, 12) for v in values]
+
+
+def grid_size(parameters: tuple[Parameter, ...]) -> int:
+    """The number of points of the grid over `parameters`."""
+    return math.prod(p.grid_size() for p in parameters)
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ def parse_sweep(t: Table, fixed: dict[str, str], seed_limit: int) -> SweepConfig
     objective = t.get("objective", str, "validation:rmse")
     _check_objective(file, objective, parameters, fixed)
     if strategy == "grid":
-        size = math.prod(len(p.grid_values()) for p in parameters)
+        size = grid_size(parameters)
         if size > MAX_TRIALS * 10:
             raise ConfigError(f"{file}: {PARAMETERS}: expected a grid of at most {MAX_TRIALS * 10:,} points, "
                               f"not {size:,}")
@@ -149,8 +161,9 @@ def _parameter(file: str, name: str, spec: Any, strategy: str) -> Parameter:
     if log and low <= 0:
         raise ConfigError(f"{key}.low: expected a positive number with log = true, got {echo(low)}")
     step = spec.get("step")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step <= 0):
-        raise ConfigError(f"{key}.step: expected a positive number, got {echo(step)}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step)
+                             or step <= 0):
+        raise ConfigError(f"{key}.step: expected a positive finite number, got {echo(step)}")
     if step is not None and log:
         raise ConfigError(f"{key}.step: expected no step with log = true (Optuna does not step a log scale)")
     integer = kind == "int"

@@ -44,6 +44,8 @@ BAD_INPUTS = [
     ({'max_runtime = "24h"': 'max_runtime = "-5m"'}, "training.max_runtime: expected a duration"),
     ({"max_payload_bytes = 5_000_000": "max_payload_bytes = 7_000_000"},
      "evaluation.max_payload_bytes: expected a positive integer of at most 6291456"),
+    ({"max_payload_bytes = 5_000_000": "max_payload_bytes = 200_000_000"},  # not blamed on the transform limit
+     "evaluation.max_payload_bytes: expected a positive integer of at most 6291456"),
     ({'backend = "local"': 'backend = "azure"'}, "backend: expected 'local' or 'sagemaker'"),
     ({"keep = false": "keep = \"no\""}, "endpoint.keep: expected true or false"),
     ({'region = "us-east-1"': 'region = "mars-1"'}, "aws.region: expected an AWS region"),

@@ -246,6 +246,8 @@ async def test_status_shows_the_trials_and_the_sweep_cost(ledger: Ledger, clock:
     ("eta = { low = 0.1, high = 0.5, steps = 2 }", r"sweep.parameters.eta.steps: unknown key"),
     ("subsample = []", r"sweep.parameters.subsample: expected a non-empty list"),
     ("objective = 7", r"sweep.objective: expected a string"),
+    ("eta = { low = 0.1, high = 0.5, step = nan }", r"sweep.parameters.eta.step: expected a positive finite number"),
+    ("max_depth = { low = 3, high = 10, step = inf }", r"sweep.parameters.max_depth.step: expected a positive finite"),
 ])
 def test_sweep_settings_are_checked_before_anything_runs(tmp_path: Path, body: str, message: str) -> None:
     key = body.split(" ", 1)[0]
@@ -257,6 +259,14 @@ def test_sweep_settings_are_checked_before_anything_runs(tmp_path: Path, body: s
     path.write_text(path.read_text() + "\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match=message):
         load_experiment(path)
+
+
+@pytest.mark.parametrize("step", ["1e-12", "1e-320"])
+def test_a_grid_too_large_is_refused_without_being_made(tmp_path: Path, step: str) -> None:
+    """Counted, not built: a tiny step would otherwise fill memory before the size check."""
+    template = GRID.replace("eta = [0.1, 0.3]", f"eta = {{{{ low = 0.1, high = 0.5, step = {step} }}}}")
+    with pytest.raises(ConfigError, match=r"sweep.parameters: expected a grid of at most 10,000 points, not "):
+        sweep_experiment(tmp_path, "grid", template=template)
 
 
 def test_a_grid_over_a_float_range_needs_a_step(tmp_path: Path) -> None:
