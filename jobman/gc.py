@@ -29,7 +29,7 @@ from jobman.identity import current_host, current_user, site_for
 from jobman.kinds import CHAIN, JOB_KINDS, KIND_API, TEARDOWN_ORDER, Kind
 from jobman.leases import Note, held
 from jobman.ledger.store import Ledger, Observation, Resource
-from jobman.reconciler import Reconciler, teardown_chain
+from jobman.reconciler import Reconciler, chain_of, teardown_chain
 from jobman.states import RunStatus, Status
 from jobman.tags import TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED
 from jobman.timing import Timing
@@ -62,12 +62,12 @@ async def expired_in_ledger(ledger: Ledger, now: datetime) -> list[Resource]:
     A schedule may already have deleted the endpoint: what it left (config, model, a schedule that failed)
     goes too."""
     resources = [r for r in await ledger.resources() if live(r)]
-    expired_runs = {
-        r.run_id for r in resources
+    expired = {
+        chain_of(r) for r in resources
         if r.kind in CHAIN and r.expires_at is not None and r.expires_at <= now and r.status != Status.ABSENT
     }
     ending = teardown_chain(resources)
-    return ([r for r in ending if r.run_id in expired_runs and r.kind in TEARDOWN_ORDER]
+    return ([r for r in ending if chain_of(r) in expired and r.kind in TEARDOWN_ORDER]
             + [r for r in ending if r.kind in JOB_KINDS and _overdue(r, now)])
 
 

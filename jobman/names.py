@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from jobman.kinds import KIND_API, Kind
 
@@ -21,6 +22,16 @@ def trial_name(experiment: str, run_number: int, number: int) -> str:
 def batch_name(experiment: str, run_number: int, number: int, kind: Kind) -> str:
     """The `number`th `jobman transform` of a run: `boston-r3-b2-transform`, `boston-r3-b2-model`."""
     return f"{experiment}-r{run_number}-b{number}-{KIND_API[kind].suffix}"
+
+
+_BATCH = re.compile(rf"-b(\d+)-(?:{KIND_API[Kind.MODEL].suffix}|{KIND_API[Kind.TRANSFORM_JOB].suffix})$")
+
+
+def batch_of(name: str) -> int | None:
+    """The number of the `jobman transform` that made `name` (`boston-r3-b2-model` -> 2); None for a name of the
+    run's own (`boston-r3-model` ends in its run number, never in `-b<k>-model`)."""
+    found = _BATCH.search(name)
+    return int(found[1]) if found else None
 
 
 def schedule_name(target_name: str) -> str:

@@ -24,6 +24,7 @@ from jobman.durations import format_duration
 from jobman.errors import BackendError, ResourceInUse, ResourceNotFound, WaitTimeout
 from jobman.kinds import CHAIN, JOB_KINDS, KIND_API, TEARDOWN_ORDER, Kind
 from jobman.ledger.store import Ledger, Observation, Resource
+from jobman.names import batch_of
 from jobman.states import (
     BILLED_STATUSES,
     CREATED_STATUS,
@@ -104,8 +105,8 @@ class Reconciler:
             if r.id in observed and r.id not in unchanged:
                 current[r.id] = await self._record(r, observed[r.id], result)
         # Gone after its expiry: the TTL did its work (a schedule fired); the rest of the chain goes too.
-        expired_runs = {r.run_id for r in tracked if _expired_and_gone(current[r.id], self.clock.now())}
-        await self._expire_chains(expired_runs, result, "its TTL expired and part of the chain is gone")
+        expired = {chain_of(r) for r in tracked if _expired_and_gone(current[r.id], self.clock.now())}
+        await self._expire_chains(expired, result, "its TTL expired and part of the chain is gone")
         if not act:
             return result
         unseen = {r.id for r, _ in result.errors}  # not observed this pass: acting would be blind
@@ -114,13 +115,13 @@ class Reconciler:
         await self._act_absent_in_order([result.get(r) for r in tracked], result)
         return result
 
-    async def _expire_chains(self, run_ids: set[int], result: PassResult, why: str) -> None:
-        """Mark the endpoint chains (and their schedules) of `run_ids` unwanted, so teardown finishes them."""
-        if not run_ids:
+    async def _expire_chains(self, chains: set[Chain], result: PassResult, why: str) -> None:
+        """Mark the endpoint `chains` (each with its schedules) unwanted, so teardown finishes them."""
+        if not chains:
             return
         now = self.clock.now()
-        chain = [r for r in await self.ledger.resources(run_ids=run_ids)
-                 if r.kind in TEARDOWN_ORDER and r.desired is Desired.PRESENT]
+        chain = [r for r in await self.ledger.resources(run_ids={run_id for run_id, _ in chains})
+                 if chain_of(r) in chains and r.kind in TEARDOWN_ORDER and r.desired is Desired.PRESENT]
         if not chain:
             return
         await self.ledger.set_desired([r.id for r in chain], Desired.ABSENT, at=now)
@@ -335,7 +336,7 @@ class Reconciler:
             # A fire time in the past is never sent: jobman deletes the chain itself instead.
             why = "not created: its time had passed; jobman deletes the chain"
             await self._record(r, Observation(status=Status.ABSENT, message=why), result)
-            await self._expire_chains({r.run_id}, result, "its TTL passed before its schedule was created")
+            await self._expire_chains({chain_of(r)}, result, "its TTL passed before its schedule was created")
             result.actions.append(f"expired {r.name} before creating it: tearing the chain down")
             return
         try:
@@ -453,6 +454,15 @@ def _without_given_up(resources: list[Resource], given_up: set[int]) -> list[Res
 def _expired_and_gone(r: Resource, now: datetime) -> bool:
     return (r.kind in TEARDOWN_ORDER and r.status == Status.ABSENT and r.desired is Desired.PRESENT
             and r.expires_at is not None and r.expires_at <= now)
+
+
+Chain = tuple[int, int | None]  # (run id, the `jobman transform` number, or None for the run's own chain)
+
+
+def chain_of(r: Resource) -> Chain:
+    """The endpoint chain a resource belongs to, which shares one expiry: the run's own (endpoint, config, model
+    and schedules), or a model that one `jobman transform` of the run made, standing alone with its own deadline."""
+    return r.run_id, batch_of(r.name)
 
 
 def teardown_chain(resources: Iterable[Resource]) -> list[Resource]:

@@ -30,7 +30,7 @@ from jobman.kinds import CHAIN, Kind
 from jobman.leases import lease_s, poll_s, renewing, wall_now
 from jobman.ledger.store import Ledger, Resource, Run, RunClaim
 from jobman.names import resource_name
-from jobman.reconciler import teardown_chain
+from jobman.reconciler import chain_of, teardown_chain
 from jobman.report import regression_metrics, scatter_plot, write_predictions
 from jobman.states import Desired, Meaning, RunStatus, Status, meaning
 from jobman.tags import TAG_CONFIG, TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED, TAG_RUN
@@ -379,7 +379,7 @@ class ExperimentRun(Workflow):
     async def _expiry(self, run: Run) -> datetime:
         """One expiry for the whole chain (its TTL, or the transform's timeout), fixed when it is first
         recorded; a resumed run keeps it."""
-        chain = await self.ledger.resources(run_ids=[run.id], kinds=CHAIN)
+        chain = [r for r in await self.ledger.resources(run_ids=[run.id], kinds=CHAIN) if chain_of(r) == (run.id, None)]
         recorded = [r.expires_at for r in chain if r.expires_at is not None]
         if recorded:
             return min(recorded)

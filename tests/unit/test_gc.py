@@ -212,3 +212,48 @@ async def test_stop_stops_a_running_transform_job(
     await stop_experiment(ledger, opener, clock, "boston-xgboost")
     assert backend.calls["stop_transform_job"] == 1
     assert (await ledger.resource(job_id)).status == Status.STOPPED
+
+
+async def _kept_run_with_a_transform_model(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A kept endpoint's run to which `jobman transform` added a model with a 10-minute deadline."""
+    from jobman.reconciler import Reconciler
+
+    await run_kept(kept(tmp_path, monkeypatch), ledger, backend, clock)
+    [run] = await ledger.all_runs()
+    name = "boston-xgboost-r1-b1-model"
+    spec = {"ModelName": name, "PrimaryContainer": {"Image": "img", "ModelDataUrl": "s3://b/model.tar.gz"}, "Tags": []}
+    model = await ledger.add_resource(run.id, Kind.MODEL, name, spec, at=clock.now(),
+                                      expires_at=clock.now() + timedelta(minutes=10))
+    await Reconciler(ledger, backend, clock).reconcile([model], create=True)
+    clock.advance(11 * 60)
+    return name
+
+
+async def _endpoint_kept(ledger: Ledger, backend: FakeBackend) -> bool:
+    endpoint = await ledger.resource_by_name(Kind.ENDPOINT, "boston-xgboost-r1-endpoint")
+    assert endpoint is not None
+    return endpoint.desired.value == "present" and (Kind.ENDPOINT, endpoint.name) in backend.resources
+
+
+async def test_gc_expires_a_transform_model_alone_not_with_the_runs_kept_endpoint(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the transform model's deadline the model goes; the kept endpoint, its config and model stay until
+    their own TTL."""
+    name = await _kept_run_with_a_transform_model(ledger, backend, clock, tmp_path, monkeypatch)
+    report = await collect_garbage(ledger, opener, clock, {TARGET}, dry_run=False)
+    assert [c.name for c in report.candidates] == [name]
+    assert (Kind.MODEL, name) not in backend.resources
+    assert await _endpoint_kept(ledger, backend)
+
+
+async def test_a_transform_model_gone_after_its_deadline_leaves_the_runs_chain_alone(
+    ledger: Ledger, backend: FakeBackend, clock: FakeClock, opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconcile pass that finds it gone past its expiry expires its own chain only, not the run's."""
+    name = await _kept_run_with_a_transform_model(ledger, backend, clock, tmp_path, monkeypatch)
+    del backend.resources[(Kind.MODEL, name)]
+    await reconcile_all(ledger, opener, clock)
+    assert await _endpoint_kept(ledger, backend)
