@@ -128,6 +128,8 @@ class ExperimentRun(Workflow):
         try:
             async with renewing(lambda until: self.ledger.renew_run(run.id, holder=holder, until=until),
                                 lease_s(), f"run {run.number} of {self.x.name}"):
+                if claim.superseded is not None:  # held meanwhile: an endpoint's deletion outlasts a lease
+                    await self._supersede(claim.superseded)
                 outcome = RunOutcome(self.x.name, run, claim.resumed)
                 word = "resuming" if claim.resumed else "starting"
                 self.reporter.step(f"{word} {self.x.name} run {run.number} on the {self.backend.name} backend")
@@ -227,19 +229,20 @@ class ExperimentRun(Workflow):
                                    f"it (at most {lease_s():.0f} s more if that process has stopped)")
             waited_on = claim.run
             await asyncio.sleep(poll_s(lease_s()))
-        if claim.superseded is not None:
-            latest = claim.superseded
-            if (latest.backend, latest.region, latest.local_site) == (
-                self.x.backend, self.x.aws.region, site_for(self.x.backend)
-            ):
-                # The file changed: a new run, and the unfinished one is torn down rather than left billing.
-                self.reporter.step(f"run {latest.number} was made from a different file: tearing it down")
-                await self.teardown(latest)
-            else:  # its resources live elsewhere; their TTL tags bound them, `jobman stop` ends them now
-                where = latest.local_site or f"{latest.backend}/{latest.region}"
-                self.reporter.step(f"run {latest.number} is on {where}: left to its TTL "
-                                   f"(`jobman stop {self.x.name}` tears it down now)")
         return claim
+
+    async def _supersede(self, latest: Run) -> None:
+        """The file changed since `latest`, which was left unfinished: the new run tears it down rather than
+        leave it billing, when its resources are where this run's are."""
+        if (latest.backend, latest.region, latest.local_site) == (
+            self.x.backend, self.x.aws.region, site_for(self.x.backend)
+        ):
+            self.reporter.step(f"run {latest.number} was made from a different file: tearing it down")
+            await self.teardown(latest)
+        else:  # its resources live elsewhere; their TTL tags bound them, `jobman stop` ends them now
+            where = latest.local_site or f"{latest.backend}/{latest.region}"
+            self.reporter.step(f"run {latest.number} is on {where}: left to its TTL "
+                               f"(`jobman stop {self.x.name}` tears it down now)")
 
     async def _fail(self, run: Run, error: Exception) -> None:
         """Whatever ended the run, tear its chain down (a serving endpoint survives only with `keep`) and

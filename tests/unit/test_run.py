@@ -173,6 +173,31 @@ async def test_changed_file_starts_a_new_run_and_tears_down_the_old(
     assert [k for k, _ in backend.resources] == [Kind.TRAINING_JOB, Kind.TRAINING_JOB]
 
 
+class FailAtStep(SilentReporter):
+    def __init__(self, words: str) -> None:
+        self.words = words
+
+    def step(self, text: str) -> None:
+        if self.words in text:
+            raise RuntimeError("interrupted")
+
+
+async def test_the_new_run_is_held_while_it_tears_the_old_one_down_and_released_if_that_fails(
+    experiment: Experiment, ledger: Ledger, backend: FakeBackend, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Tearing down the superseded run happens under the new run's renewed hold: an endpoint's deletion may
+    outlast a lease, and a failure there must not leave the new run held until its lease runs out."""
+    with pytest.raises(Killed):
+        await make_run(experiment, ledger, backend, clock, CrashAt(Kind.ENDPOINT, "InService")).execute()
+    changed = load_experiment(write_experiment(tmp_path / "exp.toml", {"seed = 0": "seed = 1"}))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        await make_run(changed, ledger, backend, clock, FailAtStep("tearing it down")).execute()
+    [first, second] = await ledger.runs((await ledger.all_runs())[0].experiment_id)
+    assert second.number == 2 and not second.finished and second.held_by is None
+    outcome = await make_run(changed, ledger, backend, clock).execute()
+    assert outcome.run.number == 2 and outcome.resumed
+
+
 async def test_keep_records_ttl(experiment: Experiment, ledger: Ledger, backend: FakeBackend, clock: FakeClock,
                                 tmp_path: Path) -> None:
     kept = load_experiment(write_experiment(tmp_path / "exp.toml", {"keep = false": "keep = true"}))
