@@ -36,7 +36,9 @@ def test_patterns() -> None:
     assert pattern.matches("ERROR train-rmse:0.1 x") and not pattern.matches("ERROR train-rmse:0.1 job-b x")
     assert not parse_pattern("error").matches("ERROR")  # case-sensitive, as CloudWatch is
     assert parse_pattern('"-x"').matches("a -x b")  # a quoted phrase, not an exclusion
-    for unsupported in ("{ $.a = 1 }", "[ip, user]", "%err.*%", "ERR*"):
+    assert parse_pattern(r'-"job b" ?"a \" q"').excluded == ("job b",)
+    assert parse_pattern(r'-"job b" ?"a \" q"').any_of == ('a " q',)
+    for unsupported in ("{ $.a = 1 }", "[ip, user]", "%err.*%", "ERR*", '"a\\" "b', '"a"b c', '"open'):
         with pytest.raises(AwsError) as caught:
             parse_pattern(unsupported)
         assert caught.value.code == "InvalidParameterException"

@@ -89,3 +89,9 @@ def test_query_values_are_checked_against_the_model() -> None:
     assert _checked("ListMetrics", listed) == {"IncludeLinkedAccounts": True, "RecentlyActive": "PT3H"}
     with pytest.raises(AwsError):
         _checked("ListMetrics", _typed(_input_shape("ListMetrics"), {"IncludeLinkedAccounts": "maybe"}))
+
+
+def test_a_list_index_that_is_not_an_ascii_number_is_ignored() -> None:
+    """'²' passes str.isdigit() but not int(): it must not reach int() and answer 500."""
+    good = {"Namespace": NAMESPACE, "MetricName": "m", "Statistics.member.1": "Average"}
+    assert _from_query({**good, "Statistics.member.²": "Sum", "Dimensions.member.٣.Name": "x"}) == _from_query(good)

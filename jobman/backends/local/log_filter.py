@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import shlex
+import re
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,31 +48,37 @@ def parse_pattern(text: str | None) -> Pattern:
     if text[0] in "{[%":
         raise _invalid("The local backend supports only text filter patterns (terms, \"quoted phrases\", ?term and "
                        "-term); JSON, space-delimited and regular-expression patterns are not supported.")
-    try:
-        tokens = shlex.split(text, posix=True)
-    except ValueError as exc:
-        raise _invalid(f"Invalid filter pattern: {exc}.") from exc
     required: list[str] = []
     any_of: list[str] = []
     excluded: list[str] = []
-    for token, raw in zip(tokens, _raw_tokens(text), strict=False):
-        quoted = raw.startswith('"') or raw[1:2] == '"'
-        if "*" in token and not quoted:
+    for sign, term, quoted in _terms(text):
+        if "*" in term and not quoted:
             raise _invalid("The local backend does not support '*' wildcards in filter patterns.")
-        if raw.startswith("?") and len(token) > 1:
-            any_of.append(token[1:])
-        elif raw.startswith("-") and len(token) > 1:
-            excluded.append(token[1:])
+        if sign == "?" and term:
+            any_of.append(term)
+        elif sign == "-" and term:
+            excluded.append(term)
         else:
-            required.append(token)
+            required.append(sign + term)
     return Pattern(tuple(required), tuple(any_of), tuple(excluded))
 
 
-def _raw_tokens(text: str) -> list[str]:
-    """The tokens as written (quotes kept), to tell `"-x"` (a phrase) from `-x` (an exclusion)."""
-    lexer = shlex.shlex(text, posix=False)
-    lexer.whitespace_split = True
-    return list(lexer)
+# One term: an optional ?/- sign, then a "quoted phrase" (backslash escapes a quote or a backslash) or a word.
+_TERM = re.compile(r'\s*([?-]?)(?:"((?:[^"\\]|\\.)*)"|([^\s"]+))(?=\s|$)')
+
+
+def _terms(text: str) -> list[tuple[str, str, bool]]:
+    """(sign, term, quoted) for each term of the pattern, which must consist of terms and nothing else."""
+    found, at = [], 0
+    while at < len(text):
+        match = _TERM.match(text, at)
+        if match is None:
+            raise _invalid(f"Invalid filter pattern: cannot read it from character {at + 1} (an unclosed quote, "
+                           "or a quote inside a term?).")
+        sign, phrase, word = match.groups()
+        found.append((sign, re.sub(r"\\(.)", r"\1", phrase) if phrase is not None else word, phrase is not None))
+        at = match.end()
+    return found
 
 
 @dataclass(order=True, frozen=True)

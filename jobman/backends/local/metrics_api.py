@@ -257,7 +257,7 @@ def _indexed(params: dict[str, str], prefix: str, suffix: str = "") -> dict[int,
     for key, value in params.items():
         if key.startswith(prefix) and key.endswith(suffix):
             index = key[len(prefix):len(key) - len(suffix)]
-            if index.isdigit():
+            if index.isascii() and index.isdigit():  # not "²", which isdigit() accepts and int() refuses
                 found[int(index)] = value
     return found
 
