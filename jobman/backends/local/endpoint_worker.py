@@ -87,7 +87,7 @@ _INSTANCE = web.AppKey("instance", Instance)
 async def _only_the_server(request: web.Request, handler: Any) -> web.StreamResponse:
     """Refuse anyone without the secret, before a body is read; and any browser, which has no business here."""
     instance = request.app[_INSTANCE]
-    if guard.is_preflight(request) or "Origin" in request.headers:
+    if "Origin" in request.headers:  # a web page's request, a CORS preflight among them
         return web.Response(status=403, text="Cross-origin requests are not allowed.\n")
     if not guard.host_allowed(request.headers.get("Host"), guard.local_port(request)):
         return web.Response(status=403, text="The Host header must name this port on a loopback address.\n")

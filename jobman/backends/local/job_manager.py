@@ -30,7 +30,7 @@ class JobManager:
     worker_module: str  # the module the job's worker process runs
     noun: str  # e.g. "training job", in the server's log
 
-    def __init__(self, layout: Layout, spawn: supervisor.Spawner) -> None:
+    def __init__(self, layout: Layout, spawn: supervisor.Spawner = supervisor.spawn_module) -> None:
         self.layout = layout
         self.spawn = spawn
         self._finished: set[tuple[str, str]] = set()  # terminal jobs whose worker is gone: nothing left to watch

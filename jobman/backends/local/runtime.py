@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import aiohttp
 from aiohttp import web
 
-from jobman.backends.local import arns, shared_secret, wire
+from jobman.backends.local import arns, wire
 from jobman.backends.local.endpoints import EndpointManager, log_group
 from jobman.backends.local.wire import ACCOUNT_ID, AwsError
 
@@ -56,7 +56,7 @@ class RuntimeApi:
             "ValidationError", f"Request body for endpoint {name} exceeds the maximum of {MAX_PAYLOAD} bytes.", 413))
         headers = {h: request.headers[h] for h in _FORWARDED if h in request.headers}
         headers.setdefault("Content-Type", "text/csv")  # workers need it; a signed caller that omits it meant CSV
-        headers[shared_secret.HEADER] = self.endpoints.secret
+        headers.update(self.endpoints.worker_headers())
         for attempt in range(2):
             instance, variant = await self.endpoints.serving_instance(region, name, RESTART_WAIT_S)
             try:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from jobman.backends.local import arns, describe_defaults, validation, wire
 from jobman.backends.local.endpoints import EndpointManager
-from jobman.backends.local.job_manager import JobManager
+from jobman.backends.local.job_manager import RUNNING, JobManager
 from jobman.backends.local.listing import ListSpec, list_resources, paginate
 from jobman.backends.local.store import Layout, RecordStore
 from jobman.backends.local.training import TrainingManager
@@ -89,11 +89,11 @@ def _check_s3_uri(value: Any, member: str) -> None:
 
 class SageMakerApi:
     def __init__(self, layout: Layout, training: TrainingManager, endpoints: EndpointManager,
-                 transforms: TransformManager | None = None) -> None:
+                 transforms: TransformManager) -> None:
         self.layout = layout
         self.training = training
         self.endpoints = endpoints
-        self.transforms = transforms or TransformManager(layout)
+        self.transforms = transforms
         self.operations: dict[str, Handler] = {
             "CreateTrainingJob": self.create_training_job,
             "DescribeTrainingJob": self.describe_training_job,
@@ -171,7 +171,7 @@ class SageMakerApi:
         return self._list_jobs(region, body, self.training, "TrainingJobSummaries")
 
     def stop_training_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._stop_job(region, body, self.training, "training job")
+        return self._stop_job(region, body, self.training)
 
     # --- what training and transform jobs share ---
 
@@ -192,12 +192,13 @@ class SageMakerApi:
         page = list_resources(items, body, _LISTS[jobs.resource_type])
         return _page(key, page.items, page.next_token)
 
-    def _stop_job(self, region: str, body: dict[str, Any], jobs: JobManager, noun: str) -> dict[str, Any]:
+    def _stop_job(self, region: str, body: dict[str, Any], jobs: JobManager) -> dict[str, Any]:
         name = _name(body, jobs.name_key)
         self._get(region, jobs.resource_type, name)
         status = jobs.stop(region, name)
-        if status not in ("InProgress", "Stopping"):
-            raise AwsError("ValidationException", f"The request was rejected because the {noun} is in status {status}.")
+        if status not in RUNNING:
+            raise AwsError("ValidationException",
+                           f"The request was rejected because the {jobs.noun} is in status {status}.")
         return {}
 
     # --- transform jobs ---
@@ -218,7 +219,7 @@ class SageMakerApi:
         return self._list_jobs(region, body, self.transforms, "TransformJobSummaries")
 
     def stop_transform_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._stop_job(region, body, self.transforms, "transform job")
+        return self._stop_job(region, body, self.transforms)
 
     # --- models ---
 

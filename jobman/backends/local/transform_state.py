@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobman.backends.local.training_state import JobFiles
+from jobman.backends.local.training_state import TERMINAL, JobFiles  # a job's terminal statuses are SageMaker's own
 
 __all__ = ["TERMINAL", "JobFiles", "finish", "initial_status", "stopping"]
-
-TERMINAL = frozenset({"Completed", "Failed", "Stopped"})
 
 
 def initial_status(at: float) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from jobman.backends.local import arns, describe_defaults, supervisor
 from jobman.backends.local.job_manager import STOP_GRACE_S, JobManager
-from jobman.backends.local.store import Layout, atomic_write_json, read_json
+from jobman.backends.local.store import atomic_write_json, read_json
 from jobman.backends.local.supervisor import ProcessRef
 from jobman.backends.local.transform_state import TERMINAL, JobFiles, finish, initial_status, stopping
 from jobman.backends.local.wire import now
@@ -36,9 +36,6 @@ class TransformManager(JobManager):
     resource_type, name_key, status_key = arns.TRANSFORM_JOB, "TransformJobName", "TransformJobStatus"
     arn_key, summary_fields = "TransformJobArn", ("TransformEndTime", "FailureReason")
     worker_module, noun = WORKER_MODULE, "transform job"
-
-    def __init__(self, layout: Layout, spawn: supervisor.Spawner = supervisor.spawn_module) -> None:
-        super().__init__(layout, spawn)
 
     def folder(self, region: str, name: str) -> Path:
         return self.layout.transform_dir(region, name)
