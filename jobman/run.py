@@ -35,7 +35,6 @@ from jobman.report import regression_metrics, scatter_plot, write_predictions
 from jobman.states import Desired, Meaning, RunStatus, Status, meaning
 from jobman.tags import TAG_CONFIG, TAG_EXPERIMENT, TAG_EXPIRES, TAG_MANAGED, TAG_RUN
 from jobman.timing import Timing
-from jobman.trials import trials_of, write_trial_outputs
 from jobman.ttl import fire_time, schedule_request
 from jobman.workflow import Reporter, Workflow
 
@@ -159,10 +158,7 @@ class ExperimentRun(Workflow):
         data = prepare(self.x, load_table(self.x), out_dir / "data")
         bucket, prefix = await self._place(run)
         channels = await self._upload(bucket, prefix, data)
-        job = await self._train(run, channels)
-        if self.x.sweep is not None:
-            write_trial_outputs(out_dir, trials_of(await self.ledger.resources(run_ids=[run.id])),
-                                self.x.sweep.objective)
+        job = await self._train(run, channels)  # a sweep writes its trials' outputs too
         if self.x.evaluation.mode == "transform":
             place = TransformPlace(bucket, f"{prefix}/transform")
             metrics, kept = await self._transform_step(run, job, data, place, out_dir), None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -32,7 +33,7 @@ from jobman.names import trial_name
 from jobman.reconciler import settled
 from jobman.states import Status
 from jobman.sweep_config import Parameter, SweepConfig, grid_size, hyperparameter_text
-from jobman.trials import TAG_TRIAL, Trial, best_of, params_text, trials_of
+from jobman.trials import TAG_TRIAL, Trial, best_of, params_text, trials_of, write_trial_outputs
 
 if TYPE_CHECKING:
     from jobman.run import ExperimentRun
@@ -226,6 +227,8 @@ class Sweep:
             first = trials[0].resource if trials else None
             why = f"; trial 1: {first.status}: {first.failure_reason or 'no reason given'}" if first else ""
             raise RunFailed(f"every trial of the sweep failed ({len(trials)} of {self.limit}){why}")
+        assert self.run.output_dir is not None  # recorded before anything was trained
+        write_trial_outputs(Path(self.run.output_dir), trials, self.config.objective)
         shown = params_text(best.params)
         self.flow.reporter.step(f"best: trial {best.number} ({shown}), {best.objective} {best.value:.6g}; "
                                 f"deploying its model")

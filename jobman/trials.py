@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobman.cost import resource_cost
+from jobman.cost import billed_seconds, resource_cost
 from jobman.kinds import Kind
 from jobman.ledger.store import Resource
 from jobman.states import Status, meaning
@@ -96,9 +96,9 @@ def write_trial_outputs(out_dir: Path, trials: list[Trial], objective: str) -> N
             writer = csv.writer(fh)
             writer.writerow(["trial", "name", *names, objective, "status", "billed_s", "best"])
             for t in trials:
-                view = t.view("local", now, best is t)
                 writer.writerow([t.number, t.resource.name, *(t.params.get(n, "") for n in names),
-                                 "" if t.value is None else t.value, t.resource.status, view["billed_s"],
+                                 "" if t.value is None else t.value, t.resource.status,
+                                 round(billed_seconds(t.resource, now), 1),
                                  "yes" if best is t else ""])
         scored = [(t.number, t.value) for t in trials if t.value is not None]
         minimize = not trials or trials[0].direction == "minimize"
