@@ -7,7 +7,7 @@ from typing import Any
 
 from jobman.cost import Cost, price_table, resource_cost, total
 from jobman.kinds import TEARDOWN_ORDER
-from jobman.ledger.store import Ledger, Resource, Run
+from jobman.ledger.store import Experiment, Ledger, Resource, Run
 from jobman.states import Status, meaning
 from jobman.trials import best_of, trials_of
 
@@ -66,22 +66,32 @@ def _who(run: Run) -> dict[str, str | None]:
     return {"user": run.started_by_user, "host": run.started_by_host}
 
 
+async def _rows(ledger: Ledger, experiment: str | None) -> tuple[list[Experiment], list[Run], list[Resource]]:
+    """The experiments, runs and resources that `status_view` shows: every one, or those of `experiment`."""
+    if experiment is None:
+        return await ledger.experiments(), await ledger.all_runs(), await ledger.resources()
+    found = await ledger.experiment(experiment)
+    if found is None:
+        return [], [], []
+    runs = await ledger.runs(found.id)
+    return [found], runs, await ledger.resources(run_ids=[r.id for r in runs])
+
+
 async def status_view(
     ledger: Ledger, now: datetime, *, experiment: str | None = None, mine: str | None = None
 ) -> dict[str, Any]:
     """Every experiment with a run (or only `experiment`), or with `mine` (a user name) only those whose latest
-    run that user started. Three queries, whatever the size of the ledger."""
+    run that user started. Three queries, whatever the size of the ledger; for one experiment, only its rows."""
     experiments = []
     all_costs: list[Cost] = []
+    exps, all_runs, all_resources = await _rows(ledger, experiment)
     runs_of: dict[int, list[Run]] = {}
-    for run in await ledger.all_runs():
+    for run in all_runs:
         runs_of.setdefault(run.experiment_id, []).append(run)
     resources_of: dict[int, list[Resource]] = {}
-    for resource in await ledger.resources():
+    for resource in all_resources:
         resources_of.setdefault(resource.run_id, []).append(resource)
-    for exp in await ledger.experiments():
-        if experiment is not None and exp.name != experiment:
-            continue
+    for exp in exps:
         runs = runs_of.get(exp.id, [])
         if not runs or (mine is not None and runs[-1].started_by_user != mine):
             continue

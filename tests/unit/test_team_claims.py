@@ -149,6 +149,9 @@ async def test_status_shows_who_started_each_run_and_mine_filters(ledger: Ledger
         "alpha": {"user": "alice", "host": "h"}, "beta": {"user": "bob", "host": "h"}}
     assert [e["name"] for e in (await status_view(ledger, NOW, mine="bob"))["experiments"]] == ["beta"]
     assert (await status_view(ledger, NOW, mine="carol"))["experiments"] == []
+    one = await status_view(ledger, NOW, experiment="beta")  # reads only beta's rows, and shows the same
+    assert one["experiments"] == [e for e in view["experiments"] if e["name"] == "beta"]
+    assert (await status_view(ledger, NOW, experiment="gamma"))["experiments"] == []
 
 
 async def test_a_postgresql_ledger_that_cannot_be_used_is_one_line_naming_it(postgres_server: PostgresServer) -> None:
