@@ -9,9 +9,10 @@ left, never a header or a status.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from rich.console import OverflowMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -92,19 +93,9 @@ def experiment_table(exp: dict[str, Any], width: int, *, wide: bool) -> Table:
     if wide:
         columns["ARN"] = [r["arn"] or "-" for r in resources]
 
-    widths = {name: max([len(name), *(len(str(v)) for v in values)]) for name, values in columns.items()}
-    if not wide:
-        others = sum(w for name, w in widths.items() if name != "name") + GAP * (len(widths) - 1)
-        widths["name"] = max(min(widths["name"], width - others), MIN_NAME, len("name"))
-        columns["name"] = [_fit_left(str(v), widths["name"]) for v in columns["name"]]
-
-    table = Table(box=None, pad_edge=False, padding=(0, GAP, 0, 0), expand=False, header_style="bold underline")
-    for name, w in widths.items():
-        table.add_column(name, no_wrap=True, min_width=w, max_width=None if wide else w, overflow="fold",
-                         justify="right" if name in ("age", "billed", "cost") else "left")
-    for row in zip(*columns.values(), strict=True):
-        table.add_row(*row)
-    return table
+    # A name is shortened from the left: its end (run, kind) is what tells the rows apart.
+    return _fitted_table(columns, width, wide=wide, flexible="name", right=("age", "billed", "cost"),
+                         shorten=_fit_left, overflow="fold")
 
 
 def sweep_title(exp: dict[str, Any]) -> str:
@@ -130,14 +121,28 @@ def sweep_table(exp: dict[str, Any], width: int, *, wide: bool) -> Table:
     }
     if wide or not free:
         columns["cost"] = ["free" if free else usd(t["cost_usd"]) for t in trials]
+    # Parameters are cut at the end (an ellipsis), and wrap in the wide form rather than run on.
+    return _fitted_table(columns, width, wide=wide, flexible="params", right=("trial", "objective", "billed", "cost"),
+                         overflow="ellipsis", wrap_when_wide=True)
+
+
+def _fitted_table(
+    columns: dict[str, list[str | Text]], width: int, *, wide: bool, flexible: str, right: tuple[str, ...],
+    overflow: OverflowMethod, shorten: Callable[[str, int], str] | None = None, wrap_when_wide: bool = False,
+) -> Table:
+    """The columns as a borderless table, each as wide as its widest cell. Narrow, `flexible` gets what the others
+    leave of `width` (at least MIN_NAME), its cells made to fit by `shorten` or by rich's `overflow`; wide,
+    nothing is cut, and cells wrap only with `wrap_when_wide`."""
     widths = {name: max([len(name), *(len(str(v)) for v in values)]) for name, values in columns.items()}
     if not wide:
-        others = sum(w for name, w in widths.items() if name != "params") + GAP * (len(widths) - 1)
-        widths["params"] = max(min(widths["params"], width - others), MIN_NAME)
+        others = sum(w for name, w in widths.items() if name != flexible) + GAP * (len(widths) - 1)
+        widths[flexible] = max(min(widths[flexible], width - others), MIN_NAME, len(flexible))
+        if shorten is not None:
+            columns[flexible] = [shorten(str(v), widths[flexible]) for v in columns[flexible]]
     table = Table(box=None, pad_edge=False, padding=(0, GAP, 0, 0), expand=False, header_style="bold underline")
     for name, w in widths.items():
-        table.add_column(name, no_wrap=not wide, min_width=w, max_width=None if wide else w, overflow="ellipsis",
-                         justify="right" if name in ("trial", "objective", "billed", "cost") else "left")
+        table.add_column(name, no_wrap=not (wide and wrap_when_wide), min_width=w, max_width=None if wide else w,
+                         overflow=overflow, justify="right" if name in right else "left")
     for row in zip(*columns.values(), strict=True):
         table.add_row(*row)
     return table
