@@ -50,7 +50,6 @@ class BatchOptions:
 class BatchOutcome:
     job: Resource
     rows: int
-    output: str
 
 
 async def resolve_source(ledger: Ledger, ref: str) -> tuple[Run, Resource]:
@@ -119,7 +118,7 @@ class BatchPrediction(Workflow):
                 await asyncio.to_thread(_write_output, predictions, output)
             finally:
                 await self._clean_up(run, names, place, options, created)
-        return BatchOutcome(job, rows, output)
+        return BatchOutcome(job, rows)
 
     async def _predict(
         self, run: Run, training: Resource, names: dict[Kind, str], place: TransformPlace, options: BatchOptions,

@@ -22,6 +22,7 @@ def transform_command(
     from jobman.chunking import check_csv_file
     from jobman.config import TRANSFORM_TIMEOUT_RANGE, AwsConfig, check_instance_type
     from jobman.durations import parse_duration_s
+    from jobman.echo import echo
     from jobman.errors import ConfigError
     from jobman.outputs import check_output
     from jobman.timing import Timing
@@ -38,7 +39,7 @@ def transform_command(
             timeout_s = -1.0
         if not 0 < timeout_s <= TRANSFORM_TIMEOUT_RANGE.most_s:
             raise ConfigError(f"--timeout: expected a duration like '30m' or '2h' "
-                              f"{TRANSFORM_TIMEOUT_RANGE.words}, got {timeout!r}")
+                              f"{TRANSFORM_TIMEOUT_RANGE.words}, got {echo(timeout)}")
         options = BatchOptions(header=header, instance_type=instance_type, instance_count=instance_count,
                                timeout_s=timeout_s, keep_s3=keep_s3)
     reporter = ConsoleReporter(err_console)
