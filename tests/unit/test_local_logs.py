@@ -50,6 +50,13 @@ def test_default_reads_the_tail_and_backward_tokens_page_back(store: LogStore) -
     assert _messages(_get(store, nextToken=tail["nextForwardToken"])) == []
 
 
+def test_the_tail_of_a_stream_larger_than_a_page_is_its_last_events(store: LogStore) -> None:
+    """Reading backwards starts at the stream's end, however far past the first megabyte that is."""
+    store.append(GROUP, "job-a/algo-1-100", [f"long {i} " + "x" * 1000 for i in range(2000)], timestamp_ms=2000)
+    store.append(GROUP, "job-a/algo-1-100", ["the last line"], timestamp_ms=3000)
+    assert _messages(_get(store, limit=1)) == ["the last line"]
+
+
 def test_a_line_still_being_written_is_not_read(store: LogStore) -> None:
     with store.stream_path(GROUP, "job-a/algo-1-100").open("ab") as handle:
         handle.write(b'{"t": 1, "i": 1, "m": "half')

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,36 +133,36 @@ class LogStore:
     def read_forward(self, group: str, stream: str, offset: int, limit: int) -> list[Event]:
         """Up to `limit` whole events starting at byte `offset` (at most about 1 MB of them)."""
         events: list[Event] = []
-        with self.stream_path(group, stream).open("rb") as handle:
-            handle.seek(offset)
-            position, size = offset, 0
-            for line in handle:
-                if not line.endswith(b"\n") or len(events) >= limit or size >= MAX_BYTES:
-                    break
-                events.append(_event(line, position))
-                position += len(line)
-                size += len(line)
+        size = 0
+        for event in self._whole_events(group, stream, offset):
+            if len(events) >= limit or size >= MAX_BYTES:
+                break
+            events.append(event)
+            size += event.end - event.start
         return events
 
     def all_events(self, group: str, stream: str) -> list[Event]:
         """Every whole event of the stream, with no page size cap (FilterLogEvents pages by itself)."""
-        events: list[Event] = []
         try:
-            with self.stream_path(group, stream).open("rb") as handle:
-                position = 0
-                for line in handle:
-                    if not line.endswith(b"\n"):
-                        break
-                    events.append(_event(line, position))
-                    position += len(line)
+            return list(self._whole_events(group, stream))
         except FileNotFoundError:
             return []
-        return events
 
     def read_before(self, group: str, stream: str, end: int | None) -> list[Event]:
         """Every whole event that ends at or before byte `end` (None: the whole stream)."""
-        events = self.read_forward(group, stream, 0, 1 << 62)
+        events = self.all_events(group, stream)
         return events if end is None else [e for e in events if e.end <= end]
+
+    def _whole_events(self, group: str, stream: str, offset: int = 0) -> Iterator[Event]:
+        """The stream's events from byte `offset`, up to a last line still being written (not yet whole)."""
+        with self.stream_path(group, stream).open("rb") as handle:
+            handle.seek(offset)
+            position = offset
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    return
+                yield _event(line, position)
+                position += len(line)
 
 
 def _event(line: bytes, start: int) -> Event:
